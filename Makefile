@@ -1,0 +1,101 @@
+# raftkv build.  `make` builds ./raftkv; `make test` installs what is missing,
+# builds, and runs every test (unit, cluster, sanitizers); `make run` starts a
+# local 3-node cluster.  See README.md.
+
+CC      ?= cc
+PKGS    := raft libuv libh2o jansson lmdb libcurl
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
+           -Wno-missing-field-initializers -fno-strict-aliasing
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lssl -lcrypto
+TEST_LIBS  := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+             -fno-sanitize-recover=undefined
+
+PYTEST  ?= /usr/bin/python3 -m pytest
+PYTEST_ARGS ?= -q
+
+SRCS     := $(sort $(wildcard src/*.c))
+LIB_SRCS := $(filter-out src/main.c,$(SRCS))
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+
+# Two build trees that never share objects: plain and sanitized.
+B  := build
+BA := build-asan
+
+OBJS      := $(LIB_SRCS:src/%.c=$(B)/obj/%.o)
+OBJS_ASAN := $(LIB_SRCS:src/%.c=$(BA)/obj/%.o)
+UNITS      := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
+UNITS_ASAN := $(UNIT_SRCS:tests/unit/%.c=$(BA)/tests/%)
+
+VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+GITREV  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DEFS    := -DRAFTKV_VERSION='"$(VERSION)"' -DRAFTKV_GITREV='"$(GITREV)"'
+
+.PHONY: all deps build asan unit unit-asan cluster cluster-asan check \
+        check-asan test run clean
+
+all: raftkv
+
+raftkv: $(B)/raftkv
+	cp $< $@
+
+$(B)/raftkv: $(B)/obj/main.o $(OBJS)
+	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BA)/raftkv: $(BA)/obj/main.o $(OBJS_ASAN)
+	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(PKG_LIBS) -lm
+
+$(B)/obj/%.o: src/%.c src/*.h | $(B)/obj
+	$(CC) $(CFLAGS) $(DEFS) $(PKG_CFLAGS) -MMD -c -o $@ $<
+
+$(BA)/obj/%.o: src/%.c src/*.h | $(BA)/obj
+	$(CC) $(CFLAGS) $(SAN_FLAGS) $(DEFS) $(PKG_CFLAGS) -c -o $@ $<
+
+$(B)/tests/%: tests/unit/%.c $(OBJS) $(wildcard tests/unit/*.h) | $(B)/tests
+	$(CC) $(CFLAGS) $(DEFS) $(PKG_CFLAGS) -Isrc -o $@ $< $(OBJS) $(PKG_LIBS) $(TEST_LIBS) -lm
+
+$(BA)/tests/%: tests/unit/%.c $(OBJS_ASAN) $(wildcard tests/unit/*.h) | $(BA)/tests
+	$(CC) $(CFLAGS) $(SAN_FLAGS) $(DEFS) $(PKG_CFLAGS) -Isrc -o $@ $< $(OBJS_ASAN) $(PKG_LIBS) $(TEST_LIBS) -lm
+
+$(B)/obj $(BA)/obj $(B)/tests $(BA)/tests:
+	mkdir -p $@
+
+deps:
+	@sh scripts/deps.sh
+
+build: raftkv
+asan: $(BA)/raftkv
+
+unit: $(UNITS)
+	@set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
+
+unit-asan: $(UNITS_ASAN)
+	@set -e; for t in $(UNITS_ASAN); do echo "== $$t"; \
+	  ASAN_OPTIONS=detect_leaks=1 $$t; done
+
+cluster: raftkv
+	RAFTKV_BIN=$(CURDIR)/raftkv $(PYTEST) $(PYTEST_ARGS) tests/cluster
+
+cluster-asan: $(BA)/raftkv
+	RAFTKV_BIN=$(CURDIR)/$(BA)/raftkv RAFTKV_SANITIZED=1 \
+	  $(PYTEST) $(PYTEST_ARGS) tests/cluster
+
+check: unit cluster
+check-asan: unit-asan cluster-asan
+
+# The one command that runs everything: install, build, test plain and sanitized.
+test: deps
+	$(MAKE) check
+	$(MAKE) check-asan
+
+run: deps
+	$(MAKE) raftkv
+	sh scripts/run-cluster.sh
+
+clean:
+	rm -rf $(B) $(BA) raftkv
+
+-include $(B)/obj/*.d

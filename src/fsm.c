@@ -1,0 +1,587 @@
+/* fsm.c - apply / snapshot / restore of the replicated state; see fsm.h.
+ *
+ * Everything runs on the loop thread, synchronously: libraft 0.15's async
+ * snapshots do not work with its uv backend (raft_init fails), and an apply
+ * is one short LMDB write transaction. */
+#include "fsm.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "command.h"
+#include "log.h"
+
+#define META_APPLIED "applied_index"
+#define META_CLUSTER "cluster_id"
+#define SNAP_MAGIC "RKVSNAP1"
+#define SNAP_HEADER 40
+#define SNAP_CHUNK ((size_t)4 << 20)
+
+int fsm_init(struct fsm *f, struct store *store)
+{
+    struct store_txn t;
+    int rv;
+
+    memset(f, 0, sizeof *f);
+    f->store = store;
+    rv = store_txn_begin(store, false, &t);
+    if (rv != 0)
+        return rv;
+    rv = store_meta_get(&t, META_APPLIED, &f->applied_index);
+    if (rv == 0 || rv == STORE_ENOTFOUND)
+        rv = store_meta_get(&t, META_CLUSTER, &f->cluster_id);
+    store_txn_abort(&t);
+    return rv == STORE_ENOTFOUND ? 0 : rv;
+}
+
+void fsm_close(struct fsm *f)
+{
+    free(f->result.outcomes);
+    f->result.outcomes = NULL;
+    f->outcomes_cap = 0;
+}
+
+static void fsm_fail(struct fsm *f, const char *what, int rv)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s: %s", what, store_strerror(rv));
+    log_error("state machine storage failed: %s", msg);
+    if (f->fatal != NULL)
+        f->fatal(f->fatal_arg, msg);
+}
+
+static int apply_put(struct store_txn *t, uint64_t index,
+                     const struct command *c, struct fsm_outcome *o)
+{
+    struct store_record rec;
+    int rv = store_kv_get(t, c->key.base, c->key.len, &rec);
+
+    if (rv == STORE_ENOTFOUND) {
+        rec.create_index = index;
+        rec.version = 0;
+    } else if (rv != 0) {
+        return rv;
+    }
+    rec.mod_index = index;
+    rec.version++;
+    rec.value = c->value.base;
+    rec.value_len = c->value.len;
+    rv = store_kv_put(t, c->key.base, c->key.len, &rec, false);
+    if (rv != 0)
+        return rv;
+    o->create_index = rec.create_index;
+    o->mod_index = rec.mod_index;
+    o->version = rec.version;
+    return 0;
+}
+
+static int apply_delete(struct store_txn *t, const struct command *c,
+                        struct fsm_outcome *o)
+{
+    struct store_record rec;
+    int rv = store_kv_get(t, c->key.base, c->key.len, &rec);
+
+    if (rv == STORE_ENOTFOUND) {
+        o->status = FSM_ENOTFOUND;
+        return 0;
+    }
+    if (rv != 0)
+        return rv;
+    o->create_index = rec.create_index;
+    o->mod_index = rec.mod_index;
+    o->version = rec.version;
+    return store_kv_del(t, c->key.base, c->key.len);
+}
+
+static int apply_command(struct fsm *f, struct store_txn *t, uint64_t index,
+                         const struct command *c, struct fsm_outcome *o)
+{
+    struct store_member m;
+
+    switch (c->type) {
+    case CMD_PUT:
+        return apply_put(t, index, c, o);
+    case CMD_DELETE:
+        return apply_delete(t, c, o);
+    case CMD_INIT:
+        if (f->cluster_id != 0 && f->cluster_id != c->id) {
+            log_warn("entry %llu re-initializes cluster %016llx as %016llx; "
+                     "ignored",
+                     (unsigned long long)index,
+                     (unsigned long long)f->cluster_id,
+                     (unsigned long long)c->id);
+            return 0;
+        }
+        return store_meta_put(t, META_CLUSTER, c->id);
+    case CMD_MEMBER_PUT:
+        if (c->id == 0)
+            return 0;
+        m.id = c->id;
+        m.name = (const char *)c->name.base;
+        m.name_len = c->name.len;
+        m.raft_addr = (const char *)c->raft_addr.base;
+        m.raft_addr_len = c->raft_addr.len;
+        m.http_addr = (const char *)c->http_addr.base;
+        m.http_addr_len = c->http_addr.len;
+        return store_member_put(t, &m, false);
+    case CMD_MEMBER_DEL: {
+        int rv = store_member_del(t, c->id);
+        return rv == STORE_ENOTFOUND ? 0 : rv;
+    }
+    }
+    return 0;
+}
+
+static int outcomes_reserve(struct fsm *f, unsigned n)
+{
+    struct fsm_outcome *o;
+    if (n <= f->outcomes_cap)
+        return 0;
+    o = realloc(f->result.outcomes, n * sizeof *o);
+    if (o == NULL)
+        return -1;
+    f->result.outcomes = o;
+    f->outcomes_cap = n;
+    return 0;
+}
+
+/* One attempt at applying the entry; STORE_EFULL asks the caller to grow
+ * the map and try again. */
+static int apply_once(struct fsm *f, uint64_t index, const void *buf,
+                      size_t len, unsigned n, uint64_t *cluster_id,
+                      bool *members_changed)
+{
+    struct store_txn t;
+    struct command_iter it;
+    struct command c;
+    int rv;
+
+    rv = store_txn_begin(f->store, true, &t);
+    if (rv != 0)
+        return rv;
+    command_iter_init(&it, buf, len);
+    for (unsigned i = 0; i < n; i++) {
+        struct fsm_outcome *o = &f->result.outcomes[i];
+        command_iter_next(&it, &c);
+        memset(o, 0, sizeof *o);
+        o->index = index;
+        rv = apply_command(f, &t, index, &c, o);
+        if (rv != 0)
+            goto abort;
+        if (c.type == CMD_INIT && *cluster_id == 0)
+            *cluster_id = c.id;
+        if (c.type == CMD_MEMBER_PUT || c.type == CMD_MEMBER_DEL)
+            *members_changed = true;
+    }
+    rv = store_meta_put(&t, META_APPLIED, index);
+    if (rv != 0)
+        goto abort;
+    return store_txn_commit(&t);
+
+abort:
+    store_txn_abort(&t);
+    return rv;
+}
+
+int fsm_apply_entry(struct fsm *f, uint64_t index, const void *buf,
+                    size_t len, struct fsm_result **result)
+{
+    int n, rv;
+
+    f->result.index = index;
+    f->result.n = 0;
+    *result = &f->result;
+    if (index <= f->applied_index)
+        return 0; /* already in the store: replayed at start */
+
+    n = command_validate(buf, len);
+    if (n < 0) {
+        /* Committed, so every replica sees the same bytes and skips them
+         * alike; refusing to go on would stop the whole cluster. */
+        log_error("entry %llu is not a valid command (%s); skipped",
+                  (unsigned long long)index, command_strerror(n));
+        n = 0;
+    }
+    if (outcomes_reserve(f, (unsigned)n) != 0) {
+        fsm_fail(f, "apply", STORE_EIO);
+        return RAFT_NOMEM;
+    }
+
+    for (int attempt = 0;; attempt++) {
+        uint64_t cluster_id = f->cluster_id;
+        bool members_changed = false;
+        if (n == 0) {
+            /* Still record the index so that the entry is not seen again. */
+            struct store_txn t;
+            rv = store_txn_begin(f->store, true, &t);
+            if (rv == 0) {
+                rv = store_meta_put(&t, META_APPLIED, index);
+                rv = rv == 0 ? store_txn_commit(&t)
+                             : (store_txn_abort(&t), rv);
+            }
+        } else {
+            rv = apply_once(f, index, buf, len, (unsigned)n, &cluster_id,
+                            &members_changed);
+        }
+        if (rv == STORE_EFULL && attempt < 8 && store_grow(f->store) == 0)
+            continue;
+        if (rv != 0) {
+            fsm_fail(f, "apply", rv);
+            return RAFT_IOERR;
+        }
+        f->cluster_id = cluster_id;
+        if (members_changed)
+            f->members_version++;
+        break;
+    }
+    f->applied_index = index;
+    f->result.n = (unsigned)n;
+    return 0;
+}
+
+/* --- Snapshots ------------------------------------------------------------ */
+
+/* Appends bytes to a list of raft_malloc'ed chunks. */
+struct snap_writer
+{
+    struct raft_buffer *bufs;
+    unsigned n, cap;
+    size_t used; /* bytes used in the last chunk */
+    bool failed;
+};
+
+static bool snap_new_chunk(struct snap_writer *w)
+{
+    if (w->n > 0)
+        w->bufs[w->n - 1].len = w->used;
+    if (w->n == w->cap) {
+        unsigned cap = w->cap ? w->cap * 2 : 8;
+        struct raft_buffer *b = raft_realloc(w->bufs, cap * sizeof *b);
+        if (b == NULL)
+            return false;
+        w->bufs = b;
+        w->cap = cap;
+    }
+    void *chunk = raft_malloc(SNAP_CHUNK);
+    if (chunk == NULL)
+        return false;
+    w->bufs[w->n].base = chunk;
+    w->bufs[w->n].len = 0;
+    w->n++;
+    w->used = 0;
+    return true;
+}
+
+static void snap_put(struct snap_writer *w, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    while (len > 0 && !w->failed) {
+        if (w->n == 0 || w->used == SNAP_CHUNK) {
+            if (!snap_new_chunk(w)) {
+                w->failed = true;
+                return;
+            }
+        }
+        size_t room = SNAP_CHUNK - w->used;
+        size_t k = len < room ? len : room;
+        memcpy((uint8_t *)w->bufs[w->n - 1].base + w->used, p, k);
+        w->used += k;
+        p += k;
+        len -= k;
+    }
+}
+
+static void snap_varint(struct snap_writer *w, uint64_t v)
+{
+    uint8_t b[10];
+    size_t n = 0;
+    while (v >= 0x80) {
+        b[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    b[n++] = (uint8_t)v;
+    snap_put(w, b, n);
+}
+
+static void snap_bytes(struct snap_writer *w, const void *p, size_t len)
+{
+    snap_varint(w, len);
+    snap_put(w, p, len);
+}
+
+static void le64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+void fsm_snapshot_free(struct raft_buffer *bufs, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        raft_free(bufs[i].base);
+    raft_free(bufs);
+}
+
+int fsm_snapshot_take(struct fsm *f, struct raft_buffer **bufs, unsigned *n)
+{
+    struct snap_writer w = {0};
+    struct store_txn t;
+    struct store_cursor c;
+    struct store_member m;
+    struct store_record rec;
+    const void *key;
+    size_t klen;
+    uint8_t header[SNAP_HEADER];
+    int rv;
+
+    rv = store_txn_begin(f->store, false, &t);
+    if (rv != 0)
+        return RAFT_IOERR;
+    /* Counts come from the same read transaction as the data. */
+    uint64_t n_members, n_keys;
+    if ((rv = store_count(&t, STORE_MEMBERS, &n_members)) != 0 ||
+        (rv = store_count(&t, STORE_KV, &n_keys)) != 0)
+        goto err;
+
+    memcpy(header, SNAP_MAGIC, 8);
+    le64(header + 8, f->applied_index);
+    le64(header + 16, f->cluster_id);
+    le64(header + 24, n_members);
+    le64(header + 32, n_keys);
+    snap_put(&w, header, sizeof header);
+
+    if ((rv = store_cursor_open(&t, STORE_MEMBERS, NULL, 0, &c)) != 0)
+        goto err;
+    while ((rv = store_cursor_next_member(&c, &m)) == 1) {
+        snap_varint(&w, m.id);
+        snap_bytes(&w, m.name, m.name_len);
+        snap_bytes(&w, m.raft_addr, m.raft_addr_len);
+        snap_bytes(&w, m.http_addr, m.http_addr_len);
+    }
+    store_cursor_close(&c);
+    if (rv < 0)
+        goto err;
+
+    if ((rv = store_cursor_open(&t, STORE_KV, NULL, 0, &c)) != 0)
+        goto err;
+    while ((rv = store_cursor_next_kv(&c, &key, &klen, &rec)) == 1) {
+        snap_bytes(&w, key, klen);
+        snap_varint(&w, rec.create_index);
+        snap_varint(&w, rec.mod_index);
+        snap_varint(&w, rec.version);
+        snap_bytes(&w, rec.value, rec.value_len);
+    }
+    store_cursor_close(&c);
+    if (rv < 0)
+        goto err;
+    store_txn_abort(&t);
+    if (w.failed) {
+        fsm_snapshot_free(w.bufs, w.n);
+        return RAFT_NOMEM;
+    }
+    w.bufs[w.n - 1].len = w.used;
+    *bufs = w.bufs;
+    *n = w.n;
+    f->snapshots_taken++;
+    return 0;
+
+err:
+    store_txn_abort(&t);
+    fsm_snapshot_free(w.bufs, w.n);
+    log_error("snapshot failed: %s", store_strerror(rv));
+    return RAFT_IOERR;
+}
+
+struct snap_reader
+{
+    const uint8_t *pos, *end;
+};
+
+static int rd_varint(struct snap_reader *r, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (r->pos == r->end)
+            return -1;
+        uint8_t b = *r->pos++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int rd_bytes(struct snap_reader *r, const void **p, size_t *len)
+{
+    uint64_t n;
+    if (rd_varint(r, &n) != 0 || n > (uint64_t)(r->end - r->pos))
+        return -1;
+    *p = r->pos;
+    *len = (size_t)n;
+    r->pos += n;
+    return 0;
+}
+
+/* Load the snapshot body into an open write transaction. */
+static int restore_into(struct store_txn *t, struct snap_reader *r,
+                        uint64_t n_members, uint64_t n_keys)
+{
+    int rv;
+    for (uint64_t i = 0; i < n_members; i++) {
+        struct store_member m;
+        const void *name, *raft, *http;
+        if (rd_varint(r, &m.id) != 0 ||
+            rd_bytes(r, &name, &m.name_len) != 0 ||
+            rd_bytes(r, &raft, &m.raft_addr_len) != 0 ||
+            rd_bytes(r, &http, &m.http_addr_len) != 0)
+            return STORE_ECORRUPT;
+        m.name = name;
+        m.raft_addr = raft;
+        m.http_addr = http;
+        if ((rv = store_member_put(t, &m, false)) != 0)
+            return rv;
+    }
+    for (uint64_t i = 0; i < n_keys; i++) {
+        struct store_record rec;
+        const void *key;
+        size_t klen;
+        if (rd_bytes(r, &key, &klen) != 0 ||
+            rd_varint(r, &rec.create_index) != 0 ||
+            rd_varint(r, &rec.mod_index) != 0 ||
+            rd_varint(r, &rec.version) != 0 ||
+            rd_bytes(r, &rec.value, &rec.value_len) != 0)
+            return STORE_ECORRUPT;
+        /* Keys were written in store order: append is safe and fast. */
+        if ((rv = store_kv_put(t, key, klen, &rec, true)) != 0)
+            return rv == STORE_EINVAL ? STORE_ECORRUPT : rv;
+    }
+    if (r->pos != r->end)
+        return STORE_ECORRUPT;
+    return 0;
+}
+
+int fsm_restore(struct fsm *f, const void *data, size_t len)
+{
+    struct snap_reader r = {data, (const uint8_t *)data + len};
+    uint64_t applied, cluster_id, n_members, n_keys;
+    int rv;
+
+    if (len < SNAP_HEADER || memcmp(data, SNAP_MAGIC, 8) != 0) {
+        log_error("snapshot has no valid header");
+        return RAFT_CORRUPT;
+    }
+    applied = get_le64(r.pos + 8);
+    cluster_id = get_le64(r.pos + 16);
+    n_members = get_le64(r.pos + 24);
+    n_keys = get_le64(r.pos + 32);
+    r.pos += SNAP_HEADER;
+
+    if (applied <= f->applied_index) {
+        log_info("snapshot at %llu is not newer than the store (%llu): kept "
+                 "the store",
+                 (unsigned long long)applied,
+                 (unsigned long long)f->applied_index);
+        return 0;
+    }
+
+    for (int attempt = 0;; attempt++) {
+        struct store_txn t;
+        struct snap_reader body = r;
+        rv = store_txn_begin(f->store, true, &t);
+        if (rv != 0)
+            break;
+        rv = store_clear(&t, STORE_KV);
+        if (rv == 0)
+            rv = store_clear(&t, STORE_MEMBERS);
+        if (rv == 0)
+            rv = restore_into(&t, &body, n_members, n_keys);
+        if (rv == 0)
+            rv = store_meta_put(&t, META_APPLIED, applied);
+        if (rv == 0)
+            rv = store_meta_put(&t, META_CLUSTER, cluster_id);
+        if (rv == 0) {
+            rv = store_txn_commit(&t);
+        } else {
+            store_txn_abort(&t);
+        }
+        if (rv == STORE_EFULL && attempt < 8 && store_grow(f->store) == 0)
+            continue;
+        break;
+    }
+    if (rv == STORE_ECORRUPT) {
+        log_error("snapshot at %llu is corrupt; store unchanged",
+                  (unsigned long long)applied);
+        return RAFT_CORRUPT;
+    }
+    if (rv != 0) {
+        fsm_fail(f, "restore", rv);
+        return RAFT_IOERR;
+    }
+    f->applied_index = applied;
+    f->cluster_id = cluster_id;
+    f->snapshots_restored++;
+    f->members_version++;
+    log_info("restored snapshot at index %llu: %llu keys, %llu members",
+             (unsigned long long)applied, (unsigned long long)n_keys,
+             (unsigned long long)n_members);
+    return 0;
+}
+
+/* --- libraft glue ------------------------------------------------------- */
+
+static int fsm_raft_apply(struct raft_fsm *rf, const struct raft_buffer *buf,
+                          void **result)
+{
+    struct fsm *f = rf->data;
+    /* libraft sets last_applied after each entry, so the entry being applied
+     * is the next one. */
+    uint64_t index = f->raft->last_applied + 1;
+    return fsm_apply_entry(f, index, buf->base, buf->len,
+                           (struct fsm_result **)result);
+}
+
+static int fsm_raft_snapshot(struct raft_fsm *rf, struct raft_buffer *bufs[],
+                             unsigned *n)
+{
+    return fsm_snapshot_take(rf->data, bufs, n);
+}
+
+static int fsm_raft_snapshot_finalize(struct raft_fsm *rf,
+                                      struct raft_buffer *bufs[], unsigned *n)
+{
+    (void)rf;
+    if (*bufs != NULL)
+        fsm_snapshot_free(*bufs, *n);
+    *bufs = NULL;
+    *n = 0;
+    return 0;
+}
+
+static int fsm_raft_restore(struct raft_fsm *rf, struct raft_buffer *buf)
+{
+    int rv = fsm_restore(rf->data, buf->base, buf->len);
+    if (rv == 0)
+        raft_free(buf->base); /* on failure libraft frees it */
+    return rv;
+}
+
+void fsm_raft_bind(struct fsm *f, struct raft_fsm *out)
+{
+    memset(out, 0, sizeof *out);
+    out->version = 2;
+    out->data = f;
+    out->apply = fsm_raft_apply;
+    out->snapshot = fsm_raft_snapshot;
+    out->restore = fsm_raft_restore;
+    out->snapshot_finalize = fsm_raft_snapshot_finalize;
+}

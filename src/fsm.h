@@ -1,0 +1,91 @@
+/* fsm.h - the replicated state machine: Raft entries applied to the store.
+ *
+ * fsm_apply_entry is the one place where the database changes.  Each entry
+ * (a batch of commands, see command.h) is applied in one LMDB transaction that
+ * also records the entry's index, so entries already in the store are skipped
+ * when libraft replays its log at start: restart time does not grow with
+ * history.
+ *
+ * Snapshots are a serialization of one consistent read transaction; restore
+ * replaces the whole store in one write transaction.  The snapshot carries
+ * the store's applied index, so a node restoring a snapshot older than its
+ * own store keeps its store (libraft restores the newest snapshot on every
+ * start).
+ *
+ * Snapshot format, integers little-endian unless said otherwise:
+ *   "RKVSNAP1" | u64 applied_index | u64 cluster_id | u64 n_members |
+ *   u64 n_keys | members: varint id, name, raft_addr, http_addr |
+ *   keys: key, varint create_index, varint mod_index, varint version, value
+ * where strings are varint-length-prefixed. */
+#ifndef RAFTKV_FSM_H
+#define RAFTKV_FSM_H
+
+#include <raft.h>
+#include <stdint.h>
+
+#include "store.h"
+
+/* Outcome of one command of the entry just applied. */
+struct fsm_outcome
+{
+    int status;           /* 0, or FSM_ENOTFOUND (delete of a missing key) */
+    uint64_t index;       /* the entry's Raft index */
+    uint64_t create_index;
+    uint64_t mod_index;
+    uint64_t version;
+};
+
+#define FSM_ENOTFOUND 1
+
+/* What fsm_apply_entry hands to the apply callback (via raft's result
+ * pointer).  Owned by the fsm and valid until the next apply. */
+struct fsm_result
+{
+    uint64_t index;
+    unsigned n;                   /* 0 when the entry was skipped */
+    struct fsm_outcome *outcomes; /* n of them, in command order */
+};
+
+struct fsm
+{
+    struct store *store;
+    struct raft *raft;       /* to learn the index being applied */
+    uint64_t applied_index;  /* mirror of meta "applied" */
+    uint64_t cluster_id;     /* mirror of meta "cluster_id"; 0 = none yet */
+    uint64_t snapshots_taken;
+    uint64_t snapshots_restored;
+    uint64_t members_version; /* bumped when members change */
+    /* Called when the store fails (disk full, I/O error): the node must not
+     * go on, since it can no longer apply what it acknowledged. */
+    void (*fatal)(void *arg, const char *what);
+    void *fatal_arg;
+    struct fsm_result result;
+    unsigned outcomes_cap;
+};
+
+/* Load the applied index and cluster id from @store.  Errors: STORE_E*. */
+int fsm_init(struct fsm *f, struct store *store);
+void fsm_close(struct fsm *f);
+
+/* Fill @out with callbacks for raft_init (FSM version 2, with
+ * snapshot_finalize).  @f->raft must be set before raft_start. */
+void fsm_raft_bind(struct fsm *f, struct raft_fsm *out);
+
+/* Apply entry @buf/@len at Raft index @index.  Returns 0 and sets *result
+ * (entries at or below the applied index are skipped: n = 0).  A malformed
+ * entry is logged and skipped (it is committed: every node skips it alike).
+ * Errors: RAFT_IOERR after calling f->fatal. */
+int fsm_apply_entry(struct fsm *f, uint64_t index, const void *buf,
+                    size_t len, struct fsm_result **result);
+
+/* Serialize the store into raft_malloc'ed buffers (*bufs, *n).  Free them
+ * with fsm_snapshot_free.  Errors: RAFT_NOMEM, RAFT_IOERR. */
+int fsm_snapshot_take(struct fsm *f, struct raft_buffer **bufs, unsigned *n);
+void fsm_snapshot_free(struct raft_buffer *bufs, unsigned n);
+
+/* Replace the store with snapshot @data/@len, unless the store is already
+ * at or past the snapshot's applied index.  Does not free @data.
+ * Errors: RAFT_CORRUPT (bad snapshot: store untouched), RAFT_IOERR. */
+int fsm_restore(struct fsm *f, const void *data, size_t len);
+
+#endif

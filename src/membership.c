@@ -1,0 +1,417 @@
+/* membership.c - adding servers, one configuration change at a time; see
+ * membership.h for the steps and why. */
+#include "membership.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+enum {
+    JOIN_RESOLVING,
+    JOIN_QUEUED,
+    JOIN_ADDING,    /* raft_add in flight */
+    JOIN_STANDBY,   /* raft_assign(standby) in flight */
+    JOIN_CATCHUP,   /* waiting for its log to catch up (tick) */
+    JOIN_PROMOTING, /* raft_assign(voter) in flight */
+    JOIN_RECORDING, /* members table write in flight */
+    JOIN_REMOVING,  /* undoing after a failure */
+};
+
+static void start_next(struct node *n);
+
+static void finish(struct join_req *j, int status)
+{
+    struct node *n = j->node;
+    if (n->join_active == j)
+        n->join_active = NULL;
+    if (status == 0)
+        log_info("member %s (%016llx) at %s is a voter", j->name,
+                 (unsigned long long)j->id, j->raft_addr);
+    else
+        log_warn("join of %s at %s failed: %s", j->name, j->raft_addr,
+                 j->msg[0] ? j->msg : node_strerror(status));
+    if (status != 0 && j->msg[0] == '\0')
+        snprintf(j->msg, sizeof j->msg, "%s", node_strerror(status));
+    j->cb(j, status, j->msg); /* may free j */
+    start_next(n);
+}
+
+static int change_status(int status)
+{
+    switch (status) {
+    case 0:
+        return 0;
+    case RAFT_NOTLEADER:
+        return NODE_ENOTLEADER;
+    case RAFT_LEADERSHIPLOST:
+        return NODE_ELEADERSHIPLOST;
+    case RAFT_SHUTDOWN:
+    case RAFT_CANCELED:
+        return NODE_ESHUTDOWN;
+    case RAFT_NOCONNECTION:
+        return NODE_ETIMEOUT;
+    default:
+        return NODE_EIO;
+    }
+}
+
+/* --- failure path: take the half-added server out again ------------------ */
+
+static void removed_cb(struct raft_change *change, int status)
+{
+    struct join_req *j = change->data;
+    if (status != 0)
+        log_warn("could not remove %s after a failed join: %s", j->name,
+                 raft_strerror(status));
+    finish(j, j->error);
+}
+
+static void fail_and_remove(struct join_req *j, int error)
+{
+    struct node *n = j->node;
+    int rv;
+
+    j->error = error;
+    j->step = JOIN_REMOVING;
+    j->change.data = j;
+    rv = raft_remove(&n->raft, &j->change, j->id, removed_cb);
+    if (rv != 0) {
+        log_warn("could not remove %s after a failed join: %s", j->name,
+                 raft_strerror(rv));
+        finish(j, error);
+    }
+}
+
+/* --- the steps -------------------------------------------------------------- */
+
+static void record_cb(struct node_apply_req *req, int status,
+                      const struct fsm_result *result)
+{
+    struct join_req *j = req->data;
+    (void)result;
+    finish(j, status);
+}
+
+/* Write name and addresses unless the store already has them. */
+static void step_record(struct join_req *j)
+{
+    struct node *n = j->node;
+    struct node_member m;
+    struct command c = {.type = CMD_MEMBER_PUT, .id = j->id};
+    int rv;
+
+    if (node_member(n, j->id, &m) == 0 && strcmp(m.name, j->name) == 0 &&
+        (j->http_addr[0] == '\0' || strcmp(m.http_addr, j->http_addr) == 0)) {
+        finish(j, 0);
+        return;
+    }
+    if (j->http_addr[0] == '\0' && m.http_addr[0] != '\0')
+        snprintf(j->http_addr, sizeof j->http_addr, "%s", m.http_addr);
+    c.name.base = (const uint8_t *)j->name;
+    c.name.len = strlen(j->name);
+    c.raft_addr.base = (const uint8_t *)j->raft_addr;
+    c.raft_addr.len = strlen(j->raft_addr);
+    c.http_addr.base = (const uint8_t *)j->http_addr;
+    c.http_addr.len = strlen(j->http_addr);
+    j->step = JOIN_RECORDING;
+    rv = node_apply(n, &j->apply, &c, 1, record_cb, j);
+    if (rv != 0)
+        finish(j, rv);
+}
+
+static void promoted_cb(struct raft_change *change, int status)
+{
+    struct join_req *j = change->data;
+    if (status != 0) {
+        snprintf(j->msg, sizeof j->msg, "promotion of %s to voter failed: %s",
+                 j->name, raft_strerror(status));
+        finish(j, change_status(status));
+        return;
+    }
+    step_record(j);
+}
+
+static void step_catchup(struct join_req *j)
+{
+    j->step = JOIN_CATCHUP;
+    j->target = raft_last_index(&j->node->raft);
+    j->last_match = 0;
+    j->last_progress_ms = uv_now(j->node->loop);
+    membership_tick(j->node);
+}
+
+static void standby_cb(struct raft_change *change, int status)
+{
+    struct join_req *j = change->data;
+    if (status != 0) {
+        snprintf(j->msg, sizeof j->msg, "cannot make %s a standby: %s",
+                 j->name, raft_strerror(status));
+        if (status == RAFT_LEADERSHIPLOST || status == RAFT_SHUTDOWN)
+            finish(j, change_status(status));
+        else
+            fail_and_remove(j, change_status(status));
+        return;
+    }
+    step_catchup(j);
+}
+
+static void assign(struct join_req *j, int role, raft_change_cb cb)
+{
+    int rv;
+    j->change.data = j;
+    rv = raft_assign(&j->node->raft, &j->change, j->id, role, cb);
+    if (rv != 0) {
+        snprintf(j->msg, sizeof j->msg, "cannot change the role of %s: %s",
+                 j->name, raft_strerror(rv));
+        finish(j, change_status(rv));
+    }
+}
+
+static void added_cb(struct raft_change *change, int status)
+{
+    struct join_req *j = change->data;
+    if (status != 0) {
+        snprintf(j->msg, sizeof j->msg, "cannot add %s: %s", j->name,
+                 raft_strerror(status));
+        finish(j, change_status(status));
+        return;
+    }
+    j->step = JOIN_STANDBY;
+    assign(j, RAFT_STANDBY, standby_cb);
+}
+
+static void begin(struct join_req *j)
+{
+    struct node *n = j->node;
+    const struct raft_configuration *c = &n->raft.configuration;
+    const struct raft_server *same_id = NULL, *same_addr = NULL;
+    struct store_txn t;
+    struct store_member sm;
+    int rv;
+
+    if (!node_is_leader(n)) {
+        finish(j, NODE_ENOTLEADER);
+        return;
+    }
+    for (unsigned i = 0; i < c->n; i++) {
+        if (c->servers[i].id == j->id)
+            same_id = &c->servers[i];
+        if (strcmp(c->servers[i].address, j->raft_addr) == 0)
+            same_addr = &c->servers[i];
+    }
+    if (same_addr != NULL && same_addr->id != j->id) {
+        struct node_member m;
+        node_member(n, same_addr->id, &m);
+        snprintf(j->msg, sizeof j->msg,
+                 "Raft address %s is already used by member %s", j->raft_addr,
+                 m.name[0] ? m.name : "(unnamed)");
+        finish(j, NODE_ECONFLICT);
+        return;
+    }
+    if (same_id != NULL && strcmp(same_id->address, j->raft_addr) != 0) {
+        snprintf(j->msg, sizeof j->msg,
+                 "%s is already a member with Raft address %s; remove it "
+                 "first to change its address",
+                 j->name, same_id->address);
+        finish(j, NODE_ECONFLICT);
+        return;
+    }
+    /* Two names that hash to one id cannot both be members. */
+    if (store_txn_begin(n->store, false, &t) == 0) {
+        rv = store_member_get(&t, j->id, &sm);
+        bool clash = rv == 0 && (sm.name_len != strlen(j->name) ||
+                                 memcmp(sm.name, j->name, sm.name_len) != 0);
+        if (clash)
+            snprintf(j->msg, sizeof j->msg,
+                     "name %s has the same id as member %.*s; choose "
+                     "another name",
+                     j->name, (int)sm.name_len, sm.name);
+        store_txn_abort(&t);
+        if (clash) {
+            finish(j, NODE_ECONFLICT);
+            return;
+        }
+    }
+
+    j->started_ms = uv_now(n->loop);
+    if (same_id == NULL) {
+        log_info("adding %s (%016llx) at %s", j->name,
+                 (unsigned long long)j->id, j->raft_addr);
+        transport_forget(&n->transport, j->id);
+        j->step = JOIN_ADDING;
+        j->change.data = j;
+        rv = raft_add(&n->raft, &j->change, j->id, j->raft_addr, added_cb);
+        if (rv != 0) {
+            snprintf(j->msg, sizeof j->msg, "cannot add %s: %s", j->name,
+                     raft_strerror(rv));
+            finish(j, change_status(rv));
+        }
+        return;
+    }
+    switch (same_id->role) {
+    case RAFT_VOTER:
+        step_record(j);
+        return;
+    case RAFT_SPARE:
+        j->step = JOIN_STANDBY;
+        assign(j, RAFT_STANDBY, standby_cb);
+        return;
+    default:
+        step_catchup(j);
+        return;
+    }
+}
+
+static void start_next(struct node *n)
+{
+    while (n->join_active == NULL && !queue_empty(&n->joins)) {
+        struct queue *q = n->joins.next;
+        struct join_req *j = queue_data(q, struct join_req, link);
+        queue_remove(q);
+        n->join_active = j;
+        begin(j); /* may finish synchronously and loop */
+    }
+}
+
+/* Called from the node's tick while a new server catches up. */
+void membership_tick(struct node *n)
+{
+    struct join_req *j = n->join_active;
+    const struct raft_configuration *c = &n->raft.configuration;
+    const struct transport_refusal *refusal;
+    uint64_t now = uv_now(n->loop);
+    raft_index match = 0;
+    bool found = false;
+
+    if (j == NULL || j->step != JOIN_CATCHUP)
+        return;
+    if (!node_is_leader(n)) {
+        finish(j, NODE_ELEADERSHIPLOST);
+        return;
+    }
+    refusal = transport_refusal(&n->transport, j->id);
+    if (refusal != NULL && refusal->when_ms >= j->started_ms) {
+        snprintf(j->msg, sizeof j->msg,
+                 "%s at %s belongs to another cluster (%016llx; this cluster "
+                 "is %016llx) and refused to join; to add it, stop it, empty "
+                 "its data directory and start it again",
+                 j->name, j->raft_addr,
+                 (unsigned long long)refusal->cluster_id,
+                 (unsigned long long)n->fsm.cluster_id);
+        fail_and_remove(j, NODE_EOTHERCLUSTER);
+        return;
+    }
+    for (unsigned i = 0; i < c->n; i++) {
+        if (c->servers[i].id == j->id) {
+            match = n->raft.leader_state.progress[i].match_index;
+            found = true;
+        }
+    }
+    if (!found) {
+        snprintf(j->msg, sizeof j->msg,
+                 "%s left the configuration while catching up", j->name);
+        finish(j, NODE_ECONFLICT);
+        return;
+    }
+    if (match >= j->target) {
+        j->step = JOIN_PROMOTING;
+        assign(j, RAFT_VOTER, promoted_cb);
+        return;
+    }
+    if (match > j->last_match) {
+        j->last_match = match;
+        j->last_progress_ms = now;
+        return;
+    }
+    if (now - j->last_progress_ms > MEMBERSHIP_STALL_MS) {
+        snprintf(j->msg, sizeof j->msg,
+                 "%s at %s did not catch up (no progress for %d s; its log "
+                 "is at %llu of %llu): is it running and reachable?",
+                 j->name, j->raft_addr, MEMBERSHIP_STALL_MS / 1000,
+                 (unsigned long long)match, (unsigned long long)j->target);
+        fail_and_remove(j, NODE_ETIMEOUT);
+    }
+}
+
+static void resolved_cb(uv_getaddrinfo_t *req, int status,
+                        struct addrinfo *res)
+{
+    struct join_req *j = req->data;
+    struct node *n = j->node;
+    char ip[INET_ADDRSTRLEN] = "";
+
+    j->resolving = false;
+    if (status == 0 && res != NULL)
+        uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
+    uv_freeaddrinfo(res);
+    if (n->phase == NODE_STOPPING || status == UV_ECANCELED) {
+        j->cb(j, NODE_ESHUTDOWN, node_strerror(NODE_ESHUTDOWN));
+        return;
+    }
+    if (ip[0] == '\0') {
+        snprintf(j->msg, sizeof j->msg,
+                 "cannot resolve %s to an IPv4 address: %s", j->host,
+                 status ? uv_strerror(status) : "no address");
+        j->cb(j, NODE_EUNREACHABLE, j->msg);
+        return;
+    }
+    snprintf(j->raft_addr, sizeof j->raft_addr, "%s:%d", ip, j->port);
+    j->step = JOIN_QUEUED;
+    queue_push(&n->joins, &j->link);
+    start_next(n);
+}
+
+int membership_join(struct node *n, struct join_req *j, const char *name,
+                    const char *raft_hostport, const char *http_addr,
+                    join_cb cb, void *data)
+{
+    struct addrinfo hints;
+    char port[8];
+    int rv;
+
+    memset(j, 0, sizeof *j);
+    j->node = n;
+    j->cb = cb;
+    j->data = data;
+    snprintf(j->name, sizeof j->name, "%s", name);
+    snprintf(j->http_addr, sizeof j->http_addr, "%s",
+             http_addr ? http_addr : "");
+    j->id = node_name_id(name);
+    if (config_split_hostport(raft_hostport, j->host, sizeof j->host,
+                              &j->port) != 0)
+        return NODE_EUNREACHABLE;
+    if (n->phase == NODE_STOPPING)
+        return NODE_ESHUTDOWN;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET; /* libraft's transport speaks IPv4 only */
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(port, sizeof port, "%d", j->port);
+    j->resolve.data = j;
+    j->step = JOIN_RESOLVING;
+    j->resolving = true;
+    rv = uv_getaddrinfo(n->loop, &j->resolve, resolved_cb, j->host, port,
+                        &hints);
+    if (rv != 0) {
+        j->resolving = false;
+        return NODE_EUNREACHABLE;
+    }
+    return 0;
+}
+
+void membership_stop(struct node *n)
+{
+    while (!queue_empty(&n->joins)) {
+        struct queue *q = n->joins.next;
+        struct join_req *j = queue_data(q, struct join_req, link);
+        queue_remove(q);
+        j->cb(j, NODE_ESHUTDOWN, node_strerror(NODE_ESHUTDOWN));
+    }
+    /* The active join ends through its Raft callback (libraft fails pending
+     * changes on close), or here if it is only waiting on our tick. */
+    if (n->join_active != NULL && n->join_active->step == JOIN_CATCHUP) {
+        struct join_req *j = n->join_active;
+        n->join_active = NULL;
+        j->cb(j, NODE_ESHUTDOWN, node_strerror(NODE_ESHUTDOWN));
+    }
+}

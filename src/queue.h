@@ -1,0 +1,38 @@
+/* queue.h - an intrusive doubly-linked list (circular, with a head node).
+ *
+ * Used wherever the node keeps a set of pending operations that it must be
+ * able to walk at shutdown. */
+#ifndef RAFTKV_QUEUE_H
+#define RAFTKV_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct queue
+{
+    struct queue *next, *prev;
+};
+
+static inline void queue_init(struct queue *q) { q->next = q->prev = q; }
+
+static inline bool queue_empty(const struct queue *q) { return q->next == q; }
+
+static inline void queue_push(struct queue *head, struct queue *item)
+{
+    item->prev = head->prev;
+    item->next = head;
+    head->prev->next = item;
+    head->prev = item;
+}
+
+static inline void queue_remove(struct queue *item)
+{
+    item->prev->next = item->next;
+    item->next->prev = item->prev;
+    item->next = item->prev = item;
+}
+
+#define queue_data(ptr, type, field)                                           \
+    ((type *)((char *)(ptr)-offsetof(type, field)))
+
+#endif

@@ -1,0 +1,173 @@
+/* store.h - the state machine's storage: LMDB.
+ *
+ * Three tables in one LMDB environment (directory DATA_DIR/kv):
+ *   kv       user key -> record (create_index, mod_index, version, value)
+ *   members  server id (8 bytes, big-endian so ids sort) -> name and addresses
+ *   meta     small named integers: the applied Raft index, the cluster id
+ *
+ * The applied index is written in the same transaction as the commands of
+ * the entry it names, so after any crash the store is exactly the state as
+ * of some applied index and the node replays only what comes after it.
+ *
+ * Reads and writes happen on the loop thread.  Read transactions may overlap
+ * a write transaction and each other (MDB_NOTLS).  Records returned by reads
+ * point into LMDB's map and stay valid until their transaction ends.
+ *
+ * Every call returns 0 or one of the negative codes below. */
+#ifndef RAFTKV_STORE_H
+#define RAFTKV_STORE_H
+
+#include <lmdb.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_ENOTFOUND (-1) /* no such key / member / meta name */
+#define STORE_EFULL (-2)     /* the LMDB map is full: store_grow, retry */
+#define STORE_EIO (-3)       /* LMDB or the file system failed */
+#define STORE_ECORRUPT (-4)  /* a stored record does not decode */
+#define STORE_EINVAL (-5)    /* bad argument (e.g. empty or oversized key) */
+
+/* Keys up to STORE_MAX_KEY bytes are accepted.  LMDB itself refuses keys
+ * over 511 bytes, so a key of STORE_SHORT_KEY bytes or more is stored under
+ * its first STORE_LONG_PREFIX bytes plus a 16-byte SHA-256 prefix of the
+ * whole key, with the whole key kept in the record.  Lookups are exact; in
+ * iteration such keys sort by that prefix, and among keys that share their
+ * first STORE_LONG_PREFIX bytes, by hash. */
+#define STORE_MAX_KEY 65535
+#define STORE_SHORT_KEY 511
+#define STORE_LONG_PREFIX 495
+
+struct store;
+
+struct store_txn
+{
+    MDB_txn *txn;
+    struct store *store;
+    bool write;
+};
+
+struct store_record
+{
+    uint64_t create_index; /* Raft index that created the key */
+    uint64_t mod_index;    /* Raft index that last wrote it */
+    uint64_t version;      /* writes since creation, starting at 1 */
+    const void *value;
+    size_t value_len;
+};
+
+struct store_member
+{
+    uint64_t id;
+    const char *name; /* not NUL-terminated: use the lengths */
+    size_t name_len;
+    const char *raft_addr;
+    size_t raft_addr_len;
+    const char *http_addr; /* empty when not yet known */
+    size_t http_addr_len;
+};
+
+enum store_table { STORE_KV, STORE_MEMBERS };
+
+struct store_stat
+{
+    uint64_t keys;       /* entries in kv */
+    uint64_t members;    /* entries in members */
+    uint64_t used_bytes; /* pages in use times page size */
+    uint64_t file_bytes; /* size of data.mdb on disk */
+    uint64_t map_bytes;  /* current map size */
+};
+
+/* Open (creating if needed) the environment in directory @dir, which must
+ * exist.  @map_size is the initial map size in bytes (grows on demand).
+ * Errors: STORE_EIO (with a log line naming the cause). */
+int store_open(struct store **out, const char *dir, size_t map_size);
+
+/* Close the environment.  No transaction may be open. */
+void store_close(struct store *s);
+
+/* Double the map size (up to a fixed ceiling).  No transaction may be open
+ * in this process.  Errors: STORE_EFULL at the ceiling, STORE_EIO. */
+int store_grow(struct store *s);
+
+/* Flush everything to disk (fsync). Errors: STORE_EIO. */
+int store_sync(struct store *s);
+
+int store_stat(struct store *s, struct store_stat *st);
+
+/* --- Transactions ------------------------------------------------------ */
+
+/* Begin a read (write=false) or write transaction into @t.
+ * Errors: STORE_EIO. */
+int store_txn_begin(struct store *s, bool write, struct store_txn *t);
+
+/* Commit a transaction (a read transaction is simply ended).
+ * Errors: STORE_EFULL (nothing committed; abort already done), STORE_EIO. */
+int store_txn_commit(struct store_txn *t);
+
+void store_txn_abort(struct store_txn *t);
+
+/* --- kv ------------------------------------------------------------------ */
+
+/* Errors: STORE_ENOTFOUND, STORE_ECORRUPT, STORE_EINVAL, STORE_EIO. */
+int store_kv_get(struct store_txn *t, const void *key, size_t klen,
+                 struct store_record *rec);
+
+/* Write @rec under @key (write txn).  @append: the caller guarantees @key
+ * sorts after every existing key (bulk load).
+ * Errors: STORE_EFULL, STORE_EINVAL, STORE_EIO. */
+int store_kv_put(struct store_txn *t, const void *key, size_t klen,
+                 const struct store_record *rec, bool append);
+
+/* Errors: STORE_ENOTFOUND, STORE_EINVAL, STORE_EIO. */
+int store_kv_del(struct store_txn *t, const void *key, size_t klen);
+
+/* Number of entries in @table as seen by @t.  Errors: STORE_EIO. */
+int store_count(struct store_txn *t, enum store_table table, uint64_t *n);
+
+/* Empty a table (write txn).  Errors: STORE_EIO. */
+int store_clear(struct store_txn *t, enum store_table table);
+
+/* --- members ------------------------------------------------------------- */
+
+/* Errors: STORE_EFULL, STORE_EINVAL, STORE_EIO. */
+int store_member_put(struct store_txn *t, const struct store_member *m,
+                     bool append);
+/* Errors: STORE_ENOTFOUND, STORE_ECORRUPT, STORE_EIO. */
+int store_member_get(struct store_txn *t, uint64_t id,
+                     struct store_member *m);
+/* Errors: STORE_ENOTFOUND, STORE_EIO. */
+int store_member_del(struct store_txn *t, uint64_t id);
+
+/* --- meta ---------------------------------------------------------------- */
+
+/* Errors: STORE_ENOTFOUND, STORE_ECORRUPT, STORE_EIO. */
+int store_meta_get(struct store_txn *t, const char *name, uint64_t *value);
+/* Errors: STORE_EFULL, STORE_EIO. */
+int store_meta_put(struct store_txn *t, const char *name, uint64_t value);
+
+/* --- iteration ------------------------------------------------------------- */
+
+struct store_cursor
+{
+    MDB_cursor *cur;
+    int next_op; /* MDB_cursor_op for the next step; -1 when exhausted */
+};
+
+/* Open a cursor on @table.  With @from (kv only) iteration starts at the
+ * first key >= @from; otherwise at the first key.  Errors: STORE_EIO. */
+int store_cursor_open(struct store_txn *t, enum store_table table,
+                      const void *from, size_t from_len,
+                      struct store_cursor *c);
+
+/* Step: returns 1 with the next entry, 0 at the end, or an error code.
+ * For kv: @key/@klen and @rec are set.  For members: @m is set. */
+int store_cursor_next_kv(struct store_cursor *c, const void **key,
+                         size_t *klen, struct store_record *rec);
+int store_cursor_next_member(struct store_cursor *c, struct store_member *m);
+
+void store_cursor_close(struct store_cursor *c);
+
+const char *store_strerror(int code);
+
+#endif

@@ -1,0 +1,347 @@
+/* Unit tests for the state machine (src/fsm.c): apply, skip on replay,
+ * snapshot and restore, without a Raft instance. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "command.h"
+#include "fsm.h"
+
+struct side
+{
+    char dir[64];
+    struct store *store;
+    struct fsm fsm;
+};
+
+static void side_open(struct side *s)
+{
+    snprintf(s->dir, sizeof s->dir, "/tmp/raftkv-fsm-XXXXXX");
+    assert_non_null(mkdtemp(s->dir));
+    assert_int_equal(store_open(&s->store, s->dir, 1 << 20), 0);
+    assert_int_equal(fsm_init(&s->fsm, s->store), 0);
+}
+
+static void side_reopen(struct side *s)
+{
+    fsm_close(&s->fsm);
+    store_close(s->store);
+    assert_int_equal(store_open(&s->store, s->dir, 1 << 20), 0);
+    assert_int_equal(fsm_init(&s->fsm, s->store), 0);
+}
+
+static void side_close(struct side *s)
+{
+    char cmd[128];
+    fsm_close(&s->fsm);
+    store_close(s->store);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", s->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static struct command_bytes B(const char *s)
+{
+    return (struct command_bytes){(const uint8_t *)s, strlen(s)};
+}
+
+/* Encode @cmds and apply them as the entry at @index. */
+static struct fsm_result *apply(struct fsm *f, uint64_t index,
+                                const struct command *cmds, unsigned n)
+{
+    size_t cap = command_encoded_size(cmds, n);
+    uint8_t *buf = malloc(cap);
+    struct fsm_result *res = NULL;
+    long len = command_encode(cmds, n, buf, cap);
+    assert_true(len > 0);
+    assert_int_equal(fsm_apply_entry(f, index, buf, (size_t)len, &res), 0);
+    free(buf);
+    return res;
+}
+
+static void set(struct fsm *f, uint64_t index, const char *k, const char *v)
+{
+    struct command c = {.type = CMD_PUT, .key = B(k), .value = B(v)};
+    apply(f, index, &c, 1);
+}
+
+/* Returns the value of @k as a static string, or NULL when missing. */
+static const char *get(struct store *s, const char *k, struct store_record *out)
+{
+    static char value[256];
+    struct store_txn t;
+    struct store_record rec;
+    assert_int_equal(store_txn_begin(s, false, &t), 0);
+    int rv = store_kv_get(&t, k, strlen(k), &rec);
+    if (rv == STORE_ENOTFOUND) {
+        store_txn_abort(&t);
+        return NULL;
+    }
+    assert_int_equal(rv, 0);
+    snprintf(value, sizeof value, "%.*s", (int)rec.value_len,
+             (const char *)rec.value);
+    if (out)
+        *out = rec;
+    store_txn_abort(&t);
+    return value;
+}
+
+/* Puts create, overwrite (version counts up, create index stays), delete. */
+static void test_apply_put_overwrite_delete(void **state)
+{
+    (void)state;
+    struct side s;
+    struct store_record rec;
+    side_open(&s);
+
+    set(&s.fsm, 1, "x", "23");
+    struct command c = {.type = CMD_PUT, .key = B("x"), .value = B("24")};
+    struct fsm_result *r = apply(&s.fsm, 2, &c, 1);
+    assert_int_equal(r->n, 1);
+    assert_int_equal(r->outcomes[0].create_index, 1);
+    assert_int_equal(r->outcomes[0].mod_index, 2);
+    assert_int_equal(r->outcomes[0].version, 2);
+    assert_string_equal(get(s.store, "x", &rec), "24");
+    assert_int_equal(rec.version, 2);
+
+    struct command d[2] = {{.type = CMD_DELETE, .key = B("x")},
+                           {.type = CMD_DELETE, .key = B("never")}};
+    r = apply(&s.fsm, 3, d, 2);
+    assert_int_equal(r->n, 2);
+    assert_int_equal(r->outcomes[0].status, 0);
+    assert_int_equal(r->outcomes[1].status, FSM_ENOTFOUND);
+    assert_null(get(s.store, "x", NULL));
+    assert_int_equal(s.fsm.applied_index, 3);
+    side_close(&s);
+}
+
+/* After a restart the store knows its applied index, and entries at or
+ * below it are skipped when libraft replays them: they must not apply
+ * twice (the version would count up again). */
+static void test_replay_is_skipped(void **state)
+{
+    (void)state;
+    struct side s;
+    struct store_record rec;
+    side_open(&s);
+    set(&s.fsm, 1, "k", "one");
+    set(&s.fsm, 2, "k", "two");
+    side_reopen(&s);
+    assert_int_equal(s.fsm.applied_index, 2);
+
+    struct command c = {.type = CMD_PUT, .key = B("k"), .value = B("one")};
+    struct fsm_result *r = apply(&s.fsm, 1, &c, 1);
+    assert_int_equal(r->n, 0); /* skipped */
+    c.value = B("two");
+    r = apply(&s.fsm, 2, &c, 1);
+    assert_int_equal(r->n, 0);
+    assert_string_equal(get(s.store, "k", &rec), "two");
+    assert_int_equal(rec.version, 2);
+    set(&s.fsm, 3, "k", "three");
+    assert_string_equal(get(s.store, "k", &rec), "three");
+    assert_int_equal(rec.version, 3);
+    side_close(&s);
+}
+
+/* A committed entry that does not decode is skipped (and its index
+ * recorded) instead of stopping the node. */
+static void test_malformed_entry_skipped(void **state)
+{
+    (void)state;
+    struct side s;
+    struct fsm_result *r;
+    uint8_t junk[16] = {9, 9, 9, 9, 9, 9, 9, 9, 1, 2, 3, 4, 5, 6, 7, 8};
+    side_open(&s);
+    assert_int_equal(fsm_apply_entry(&s.fsm, 1, junk, sizeof junk, &r), 0);
+    assert_int_equal(r->n, 0);
+    assert_int_equal(s.fsm.applied_index, 1);
+    side_reopen(&s);
+    assert_int_equal(s.fsm.applied_index, 1);
+    side_close(&s);
+}
+
+/* CMD_INIT sets the cluster id once; members are recorded. */
+static void test_init_and_members(void **state)
+{
+    (void)state;
+    struct side s;
+    struct store_txn t;
+    struct store_member m;
+    side_open(&s);
+    struct command c[2] = {
+        {.type = CMD_INIT, .id = 0xabcdef},
+        {.type = CMD_MEMBER_PUT, .id = 7, .name = B("node1"),
+         .raft_addr = B("127.0.0.1:2222"), .http_addr = B("127.0.0.1:8222")},
+    };
+    uint64_t before = s.fsm.members_version;
+    apply(&s.fsm, 1, c, 2);
+    assert_int_equal(s.fsm.cluster_id, 0xabcdef);
+    assert_true(s.fsm.members_version > before);
+    struct command again = {.type = CMD_INIT, .id = 0x123};
+    apply(&s.fsm, 2, &again, 1);
+    assert_int_equal(s.fsm.cluster_id, 0xabcdef); /* not re-initialized */
+    side_reopen(&s);
+    assert_int_equal(s.fsm.cluster_id, 0xabcdef);
+    assert_int_equal(store_txn_begin(s.store, false, &t), 0);
+    assert_int_equal(store_member_get(&t, 7, &m), 0);
+    assert_int_equal(m.http_addr_len, 14);
+    store_txn_abort(&t);
+    struct command del = {.type = CMD_MEMBER_DEL, .id = 7};
+    apply(&s.fsm, 3, &del, 1);
+    assert_int_equal(store_txn_begin(s.store, false, &t), 0);
+    assert_int_equal(store_member_get(&t, 7, &m), STORE_ENOTFOUND);
+    store_txn_abort(&t);
+    side_close(&s);
+}
+
+static void *join_bufs(struct raft_buffer *bufs, unsigned n, size_t *len)
+{
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    uint8_t *all = malloc(total ? total : 1), *p = all;
+    for (unsigned i = 0; i < n; i++) {
+        memcpy(p, bufs[i].base, bufs[i].len);
+        p += bufs[i].len;
+    }
+    *len = total;
+    return all;
+}
+
+/* A snapshot of one store restored into another gives the same keys,
+ * metadata, members, cluster id and applied index; keys that existed only in
+ * the target are gone (restore replaces, it does not merge). */
+static void test_snapshot_restore_roundtrip(void **state)
+{
+    (void)state;
+    struct side a, b;
+    struct raft_buffer *bufs;
+    unsigned n;
+    size_t len;
+    struct store_record rec;
+    char key[32], value[64];
+
+    side_open(&a);
+    side_open(&b);
+    struct command init[2] = {
+        {.type = CMD_INIT, .id = 77},
+        {.type = CMD_MEMBER_PUT, .id = 1, .name = B("node1"),
+         .raft_addr = B("127.0.0.1:1"), .http_addr = B("")}};
+    apply(&a.fsm, 1, init, 2);
+    for (int i = 0; i < 3000; i++) {
+        snprintf(key, sizeof key, "key-%05d", i);
+        snprintf(value, sizeof value, "value-%d", i * 3);
+        set(&a.fsm, (uint64_t)i + 2, key, value);
+    }
+    set(&a.fsm, 4000, "key-00010", "rewritten");
+    set(&b.fsm, 1, "only-in-b", "x");
+
+    assert_int_equal(fsm_snapshot_take(&a.fsm, &bufs, &n), 0);
+    void *data = join_bufs(bufs, n, &len);
+    fsm_snapshot_free(bufs, n);
+    assert_int_equal(fsm_restore(&b.fsm, data, len), 0);
+    assert_int_equal(b.fsm.applied_index, 4000);
+    assert_int_equal(b.fsm.cluster_id, 77);
+    assert_int_equal(b.fsm.snapshots_restored, 1);
+    assert_null(get(b.store, "only-in-b", NULL));
+    assert_string_equal(get(b.store, "key-02999", NULL), "value-8997");
+    assert_string_equal(get(b.store, "key-00010", &rec), "rewritten");
+    assert_int_equal(rec.create_index, 12);
+    assert_int_equal(rec.mod_index, 4000);
+    assert_int_equal(rec.version, 2);
+
+    /* The restored store survives a restart with its applied index. */
+    side_reopen(&b);
+    assert_int_equal(b.fsm.applied_index, 4000);
+    assert_int_equal(b.fsm.cluster_id, 77);
+
+    /* Restoring the same snapshot again is a no-op: not newer. */
+    set(&b.fsm, 4001, "after", "snapshot");
+    assert_int_equal(fsm_restore(&b.fsm, data, len), 0);
+    assert_string_equal(get(b.store, "after", NULL), "snapshot");
+    free(data);
+    side_close(&a);
+    side_close(&b);
+}
+
+/* A corrupt snapshot is refused and leaves the target store untouched:
+ * truncations and a flipped count. */
+static void test_corrupt_snapshot_refused(void **state)
+{
+    (void)state;
+    struct side a, b;
+    struct raft_buffer *bufs;
+    unsigned n;
+    size_t len;
+    side_open(&a);
+    side_open(&b);
+    set(&a.fsm, 1, "a", "1");
+    set(&a.fsm, 2, "b", "2");
+    set(&b.fsm, 1, "keep", "me");
+    assert_int_equal(fsm_snapshot_take(&a.fsm, &bufs, &n), 0);
+    uint8_t *data = join_bufs(bufs, n, &len);
+    fsm_snapshot_free(bufs, n);
+
+    for (size_t cut = 0; cut < len; cut += 3)
+        assert_int_equal(fsm_restore(&b.fsm, data, cut), RAFT_CORRUPT);
+    data[32]++; /* n_keys one too many */
+    assert_int_equal(fsm_restore(&b.fsm, data, len), RAFT_CORRUPT);
+    data[32] -= 2; /* one too few: trailing bytes */
+    assert_int_equal(fsm_restore(&b.fsm, data, len), RAFT_CORRUPT);
+    assert_string_equal(get(b.store, "keep", NULL), "me");
+    assert_int_equal(b.fsm.applied_index, 1);
+    free(data);
+    side_close(&a);
+    side_close(&b);
+}
+
+/* Snapshots bigger than one 4 MiB chunk span several buffers. */
+static void test_snapshot_spans_chunks(void **state)
+{
+    (void)state;
+    struct side a, b;
+    struct raft_buffer *bufs;
+    unsigned n;
+    size_t len;
+    char key[32];
+    char *value = malloc(100001);
+    memset(value, 'v', 100000);
+    value[100000] = '\0';
+    side_open(&a);
+    side_open(&b);
+    for (int i = 0; i < 60; i++) {
+        snprintf(key, sizeof key, "big-%02d", i);
+        set(&a.fsm, (uint64_t)i + 1, key, value);
+    }
+    assert_int_equal(fsm_snapshot_take(&a.fsm, &bufs, &n), 0);
+    assert_true(n >= 2);
+    void *data = join_bufs(bufs, n, &len);
+    fsm_snapshot_free(bufs, n);
+    assert_int_equal(fsm_restore(&b.fsm, data, len), 0);
+    struct store_record rec;
+    assert_non_null(get(b.store, "big-59", &rec));
+    assert_int_equal(rec.value_len, 100000);
+    free(data);
+    free(value);
+    side_close(&a);
+    side_close(&b);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_apply_put_overwrite_delete),
+        cmocka_unit_test(test_replay_is_skipped),
+        cmocka_unit_test(test_malformed_entry_skipped),
+        cmocka_unit_test(test_init_and_members),
+        cmocka_unit_test(test_snapshot_restore_roundtrip),
+        cmocka_unit_test(test_corrupt_snapshot_refused),
+        cmocka_unit_test(test_snapshot_spans_chunks),
+    };
+    return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
+}

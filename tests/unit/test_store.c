@@ -1,0 +1,320 @@
+/* Unit tests for the LMDB store (src/store.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "store.h"
+
+struct fixture
+{
+    char dir[64];
+    struct store *s;
+};
+
+static int setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/raftkv-store-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    assert_int_equal(store_open(&f->s, f->dir, 1 << 20), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    char cmd[128];
+    store_close(f->s);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static void put(struct store *s, const char *key, const char *value,
+                uint64_t index)
+{
+    struct store_txn t;
+    struct store_record rec = {index, index, 1, value, strlen(value)};
+    assert_int_equal(store_txn_begin(s, true, &t), 0);
+    assert_int_equal(store_kv_put(&t, key, strlen(key), &rec, false), 0);
+    assert_int_equal(store_txn_commit(&t), 0);
+}
+
+/* A value written in one transaction is read back with its metadata. */
+static void test_put_get_delete(void **state)
+{
+    struct fixture *f = *state;
+    struct store_txn t;
+    struct store_record rec;
+
+    put(f->s, "x", "23", 7);
+    assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+    assert_int_equal(store_kv_get(&t, "x", 1, &rec), 0);
+    assert_int_equal(rec.create_index, 7);
+    assert_int_equal(rec.mod_index, 7);
+    assert_int_equal(rec.version, 1);
+    assert_int_equal(rec.value_len, 2);
+    assert_memory_equal(rec.value, "23", 2);
+    assert_int_equal(store_kv_get(&t, "y", 1, &rec), STORE_ENOTFOUND);
+    store_txn_abort(&t);
+
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    assert_int_equal(store_kv_del(&t, "x", 1), 0);
+    assert_int_equal(store_kv_del(&t, "x", 1), STORE_ENOTFOUND);
+    assert_int_equal(store_txn_commit(&t), 0);
+    assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+    assert_int_equal(store_kv_get(&t, "x", 1, &rec), STORE_ENOTFOUND);
+    store_txn_abort(&t);
+}
+
+/* An aborted write transaction leaves nothing behind. */
+static void test_abort_discards(void **state)
+{
+    struct fixture *f = *state;
+    struct store_txn t;
+    struct store_record rec = {1, 1, 1, "v", 1};
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    assert_int_equal(store_kv_put(&t, "k", 1, &rec, false), 0);
+    store_txn_abort(&t);
+    assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+    assert_int_equal(store_kv_get(&t, "k", 1, &rec), STORE_ENOTFOUND);
+    store_txn_abort(&t);
+}
+
+/* Keys beyond LMDB's 511-byte limit work exactly, up to 4096 and more,
+ * also when two long keys share their first 495 bytes. */
+static void test_long_keys(void **state)
+{
+    struct fixture *f = *state;
+    struct store_txn t;
+    struct store_record rec;
+    size_t sizes[] = {510, 511, 512, 600, 4096, 65535};
+    char *a = malloc(65536), *b = malloc(65536);
+
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t n = sizes[i];
+        memset(a, 'a' + (int)i, n); /* no key is a prefix of another */
+        memcpy(b, a, n);
+        b[n - 1] = 'z'; /* same long prefix, different key */
+        struct store_record ra = {1, 1, 1, "A", 1}, rb = {2, 2, 1, "B", 1};
+        assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+        assert_int_equal(store_kv_put(&t, a, n, &ra, false), 0);
+        assert_int_equal(store_kv_put(&t, b, n, &rb, false), 0);
+        assert_int_equal(store_txn_commit(&t), 0);
+
+        assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+        assert_int_equal(store_kv_get(&t, a, n, &rec), 0);
+        assert_memory_equal(rec.value, "A", 1);
+        assert_int_equal(store_kv_get(&t, b, n, &rec), 0);
+        assert_memory_equal(rec.value, "B", 1);
+        assert_int_equal(store_kv_get(&t, a, n - 1, &rec), STORE_ENOTFOUND);
+        store_txn_abort(&t);
+    }
+    /* iteration hands back the whole key */
+    struct store_cursor c;
+    const void *key;
+    size_t klen;
+    size_t seen_4096 = 0;
+    assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+    assert_int_equal(store_cursor_open(&t, STORE_KV, NULL, 0, &c), 0);
+    while (store_cursor_next_kv(&c, &key, &klen, &rec) == 1)
+        if (klen == 4096)
+            seen_4096++;
+    store_cursor_close(&c);
+    store_txn_abort(&t);
+    assert_int_equal(seen_4096, 2);
+
+    memset(a, 'a' + 4, 4096); /* the keys of the 4096-byte round */
+    memcpy(b, a, 4096);
+    b[4095] = 'z';
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    assert_int_equal(store_kv_del(&t, a, 4096), 0);
+    assert_int_equal(store_kv_get(&t, b, 4096, &rec), 0);
+    assert_int_equal(store_kv_put(&t, "", 0, &rec, false), STORE_EINVAL);
+    store_txn_abort(&t);
+    free(a);
+    free(b);
+}
+
+/* Cursors walk keys in byte order, optionally from a seek point. */
+static void test_cursor_order_and_seek(void **state)
+{
+    struct fixture *f = *state;
+    const char *keys[] = {"b", "a", "ab", "c", "aa"};
+    const char *sorted[] = {"a", "aa", "ab", "b", "c"};
+    struct store_txn t;
+    struct store_cursor c;
+    struct store_record rec;
+    const void *key;
+    size_t klen;
+    int i = 0;
+    uint64_t n;
+
+    for (int k = 0; k < 5; k++)
+        put(f->s, keys[k], keys[k], (uint64_t)k + 1);
+    assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+    assert_int_equal(store_count(&t, STORE_KV, &n), 0);
+    assert_int_equal(n, 5);
+    assert_int_equal(store_cursor_open(&t, STORE_KV, NULL, 0, &c), 0);
+    while (store_cursor_next_kv(&c, &key, &klen, &rec) == 1) {
+        assert_int_equal(klen, strlen(sorted[i]));
+        assert_memory_equal(key, sorted[i], klen);
+        i++;
+    }
+    store_cursor_close(&c);
+    assert_int_equal(i, 5);
+
+    assert_int_equal(store_cursor_open(&t, STORE_KV, "ab", 2, &c), 0);
+    assert_int_equal(store_cursor_next_kv(&c, &key, &klen, &rec), 1);
+    assert_memory_equal(key, "ab", 2);
+    assert_int_equal(store_cursor_next_kv(&c, &key, &klen, &rec), 1);
+    assert_memory_equal(key, "b", 1);
+    store_cursor_close(&c);
+
+    assert_int_equal(store_cursor_open(&t, STORE_KV, "zz", 2, &c), 0);
+    assert_int_equal(store_cursor_next_kv(&c, &key, &klen, &rec), 0);
+    store_cursor_close(&c);
+    store_txn_abort(&t);
+}
+
+/* Members and meta values round-trip; members iterate in id order. */
+static void test_members_and_meta(void **state)
+{
+    struct fixture *f = *state;
+    struct store_txn t;
+    struct store_member m = {.id = 0x0200000000000000ULL, .name = "node2",
+                             .name_len = 5, .raft_addr = "127.0.0.1:2223",
+                             .raft_addr_len = 14, .http_addr = "",
+                             .http_addr_len = 0};
+    struct store_member m1 = {.id = 5, .name = "node1", .name_len = 5,
+                              .raft_addr = "127.0.0.1:2222",
+                              .raft_addr_len = 14,
+                              .http_addr = "127.0.0.1:8222",
+                              .http_addr_len = 14};
+    struct store_member out;
+    struct store_cursor c;
+    uint64_t v;
+
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    assert_int_equal(store_member_put(&t, &m, false), 0);
+    assert_int_equal(store_member_put(&t, &m1, false), 0);
+    assert_int_equal(store_meta_put(&t, "applied_index", 99), 0);
+    assert_int_equal(store_txn_commit(&t), 0);
+
+    assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+    assert_int_equal(store_member_get(&t, m.id, &out), 0);
+    assert_int_equal(out.name_len, 5);
+    assert_memory_equal(out.name, "node2", 5);
+    assert_int_equal(out.http_addr_len, 0);
+    assert_int_equal(store_meta_get(&t, "applied_index", &v), 0);
+    assert_int_equal(v, 99);
+    assert_int_equal(store_meta_get(&t, "nothing", &v), STORE_ENOTFOUND);
+    assert_int_equal(store_cursor_open(&t, STORE_MEMBERS, NULL, 0, &c), 0);
+    assert_int_equal(store_cursor_next_member(&c, &out), 1);
+    assert_int_equal(out.id, 5); /* big-endian keys: numeric order */
+    assert_int_equal(store_cursor_next_member(&c, &out), 1);
+    assert_true(out.id == m.id);
+    assert_int_equal(store_cursor_next_member(&c, &out), 0);
+    store_cursor_close(&c);
+    store_txn_abort(&t);
+
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    assert_int_equal(store_member_del(&t, 5), 0);
+    assert_int_equal(store_member_get(&t, 5, &out), STORE_ENOTFOUND);
+    assert_int_equal(store_txn_commit(&t), 0);
+}
+
+/* A full map reports STORE_EFULL with nothing committed; after store_grow
+ * the same transaction goes through. */
+static void test_map_full_then_grow(void **state)
+{
+    struct fixture *f = *state;
+    struct store_txn t;
+    char key[16], *value = calloc(1, 4096);
+    struct store_record rec = {1, 1, 1, value, 4096};
+    int rv = 0, i;
+
+    int grown = 0;
+    for (;;) {
+        assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+        for (i = 0; i < 400; i++) {
+            snprintf(key, sizeof key, "k%05d", i);
+            rv = store_kv_put(&t, key, strlen(key), &rec, false);
+            if (rv != 0)
+                break;
+        }
+        if (rv == 0)
+            rv = store_txn_commit(&t);
+        else
+            store_txn_abort(&t);
+        if (rv != STORE_EFULL)
+            break;
+        assert_int_equal(store_grow(f->s), 0);
+        grown++;
+    }
+    assert_int_equal(rv, 0);
+    assert_true(grown >= 1);
+    free(value);
+}
+
+/* Data survives closing and reopening the environment. */
+static void test_reopen(void **state)
+{
+    struct fixture *f = *state;
+    struct store_txn t;
+    struct store_record rec;
+    struct store_stat st;
+
+    put(f->s, "durable", "yes", 3);
+    store_close(f->s);
+    assert_int_equal(store_open(&f->s, f->dir, 1 << 20), 0);
+    assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+    assert_int_equal(store_kv_get(&t, "durable", 7, &rec), 0);
+    assert_memory_equal(rec.value, "yes", 3);
+    store_txn_abort(&t);
+    assert_int_equal(store_stat(f->s, &st), 0);
+    assert_int_equal(st.keys, 1);
+    assert_true(st.file_bytes > 0);
+}
+
+/* store_clear empties a table in one transaction. */
+static void test_clear(void **state)
+{
+    struct fixture *f = *state;
+    struct store_txn t;
+    uint64_t n;
+    put(f->s, "a", "1", 1);
+    put(f->s, "b", "2", 2);
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    assert_int_equal(store_clear(&t, STORE_KV), 0);
+    assert_int_equal(store_count(&t, STORE_KV, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_txn_commit(&t), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_abort_discards, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_long_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_order_and_seek, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_members_and_meta, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_map_full_then_grow, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clear, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+}
