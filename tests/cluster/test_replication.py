@@ -1,0 +1,98 @@
+"""Replication across three nodes, and leader failover under load."""
+
+import string
+import time
+
+from harness import Writer, wait_until
+
+STATUS_FIELDS = ("id", "role", "term", "leader", "commit_index", "applied_index",
+                 "last_log_index", "snapshot_index", "snapshots_taken",
+                 "snapshots_restored", "members", "cluster_id")
+
+
+def test_three_nodes_replicate(cluster):
+    """node1 plus node2/node3 started with --join H1 form one cluster: every node's
+    /v1/status shows the same leader and three voters (with the addresses they were
+    started with), writes through the leader show up on every node, and a write sent
+    to a follower is answered 421 naming the leader."""
+    nodes = cluster.start_nodes(3)
+    leader = cluster.wait_converged(nodes)
+
+    for n in nodes:
+        r = n.request("GET", "/health")
+        assert (r.status, r.json) == (200, {"status": "ok"}), r
+        s = n.status()
+        missing = [f for f in STATUS_FIELDS if f not in s]
+        assert not missing, "%s: /v1/status lacks %s: %s" % (n.name, missing, s)
+        assert s["id"] == n.name
+        members = {m["id"]: m for m in s["members"]}
+        for m in nodes:
+            assert members[m.name]["raft_addr"] == m.raft_addr, (n.name, members)
+        assert s["cluster_id"] and all(c in string.hexdigits for c in s["cluster_id"]), \
+            "%s: cluster_id should be a hex string: %s" % (n.name, s)
+    assert len({n.status()["cluster_id"] for n in nodes}) == 1
+
+    expected = {}
+    for i in range(20):
+        r = leader.set("rep-%d" % i, "value-%d" % i)
+        assert r.status == 200 and isinstance(r.json.get("index"), int), r
+        expected["rep-%d" % i] = "value-%d" % i
+    for n in nodes:
+        cluster.wait_has_all(n, expected, 30)
+
+    follower = next(n for n in nodes if n is not leader)
+    r = follower.set("via-follower", "1")
+    assert r.status == 421, "a write to follower %s answered %r" % (follower.name, r)
+    hint = (r.json or {}).get("leader") or {}
+    assert "error" in r.json and hint.get("id") == leader.name, r
+    assert hint.get("http_addr") == leader.http_addr and hint.get("raft_addr") == leader.raft_addr, r
+    assert leader.value("via-follower") == ""
+
+
+def test_leader_killed_during_writes(cluster):
+    """kill -9 of the leader while a writer writes continuously: the two survivors
+    elect a new leader within 10 s, the writer (following 421 leader hints) gets
+    writes acknowledged again, every acknowledged write is on both survivors, and
+    the killed node, restarted with the same flags, gets all of them too."""
+    nodes = cluster.start_nodes(3)
+    leader = cluster.wait_converged(nodes)
+    old_term = leader.status()["term"]
+
+    w = Writer(cluster, "failover", threads=2).start()
+    w.wait_acked(200)
+    killed_at = time.monotonic()
+    leader.kill()
+    survivors = [n for n in nodes if n is not leader]
+
+    new_leader = _wait_new_leader(survivors, old_term)
+    elected_after = time.monotonic() - killed_at
+    print("new leader %s elected %.2f s after the kill" % (new_leader.name, elected_after))
+    assert elected_after < 10, "election took %.1f s" % elected_after
+
+    w.wait_acked(w.count + 200, 30)
+    resumed_after = w.first_ack_after(killed_at, not_from=leader.http_addr) - killed_at
+    print("writes resumed %.2f s after the kill" % resumed_after)
+    w.stop()
+    acked = w.snapshot()
+    print("%d writes acknowledged; answers seen: %s; unexpected: %s; 503 without Retry-After: %s"
+          % (len(acked), dict(w.statuses), w.unexpected[:5], w.no_retry_after[:3]))
+
+    for n in survivors:
+        cluster.wait_has_all(n, acked, 60)
+
+    leader.start()
+    cluster.wait_has_all(leader, acked, 60)
+    cluster.wait_converged(nodes)
+
+
+def _wait_new_leader(survivors, old_term):
+    """A survivor that is leader at a term above old_term; deadline 10 s, not scaled."""
+    def check():
+        for n in survivors:
+            s = n.status()
+            if s["role"] == "leader" and s["term"] > old_term:
+                return n
+        raise AssertionError("roles/terms: %s" % {
+            n.name: (s["role"], s["term"]) for n, s in ((n, n.status()) for n in survivors)})
+    return wait_until(check, 10, "a new leader among the survivors above term %d" % old_term,
+                      scale=False)

@@ -1,0 +1,88 @@
+"""Snapshots keep the Raft log bounded, and bring a late joiner up to date."""
+
+import random
+
+from harness import MiB, Writer, dir_listing, dir_size, wait_until
+
+SNAP_ARGS = ["--snapshot-threshold", "64", "--snapshot-trailing", "32"]
+SEGMENT = 8 * MiB  # libraft's segment size; a fresh raft dir preallocates three
+
+
+def _raft_sizes(nodes):
+    return {n.name: dir_size(n.raft_dir) for n in nodes}
+
+
+def _fmt(sizes):
+    return ", ".join("%s %.1f MiB" % (k, v / MiB) for k, v in sorted(sizes.items()))
+
+
+def test_snapshots_bound_the_raft_log(cluster):
+    """~3000 writes of 8 KiB values over 48 keys (~24 MiB of log) from 16 writer
+    threads with --snapshot-threshold 64 --snapshot-trailing 32: every node takes
+    snapshots, its data-dir/raft stays under 40 MiB, and it does not grow with the
+    number of writes (from ~1000 to ~3000 writes, i.e. 16 MiB more log, it grows by
+    less than one 8 MiB segment plus 2 MiB).  All nodes end with the last
+    acknowledged values."""
+    nodes = cluster.start_nodes(3, SNAP_ARGS)
+    leader = cluster.wait_converged(nodes)
+    fresh = _raft_sizes(nodes)
+    print("raft dir, fresh cluster: " + _fmt(fresh))
+
+    threads = 16
+
+    def phase(tag, per_thread):
+        w = Writer(cluster, "snap", threads=threads, per_thread=per_thread, key_space=3,
+                   value_size=8192, tag=tag).start()
+        w.join(timeout=240)
+        assert w.count == threads * per_thread, "only %d writes acknowledged; unexpected: %s" % (
+            w.count, w.unexpected[:3])
+        for n in nodes:
+            cluster.wait_caught_up(n, leader, 60)
+        return w.snapshot()
+
+    acked = phase("a", 63)                 # 1008 writes
+    after_1000 = _raft_sizes(nodes)
+    print("raft dir after 1008 writes: " + _fmt(after_1000))
+    acked.update(phase("b", 125))          # 2000 more: 3008
+    after_3000 = _raft_sizes(nodes)
+    print("raft dir after 3008 writes: " + _fmt(after_3000))
+
+    def all_snapshotted():
+        taken = {n.name: n.status()["snapshots_taken"] for n in nodes}
+        assert all(v > 0 for v in taken.values()), "snapshots_taken: %s" % taken
+        return taken
+    print("snapshots taken: %s" % wait_until(all_snapshotted, 30, "every node to take a snapshot"))
+
+    for n in nodes:
+        listing = "\n" + dir_listing(n.raft_dir)
+        assert after_1000[n.name] < 40 * MiB, "%s raft dir after 1000 writes: %.1f MiB%s" % (
+            n.name, after_1000[n.name] / MiB, listing)
+        assert after_3000[n.name] < 40 * MiB, "%s raft dir after 3000 writes: %.1f MiB%s" % (
+            n.name, after_3000[n.name] / MiB, listing)
+        growth = after_3000[n.name] - after_1000[n.name]
+        assert growth < SEGMENT + 2 * MiB, \
+            "%s raft dir grew by %.1f MiB from 1000 to 3000 writes%s" % (
+                n.name, growth / MiB, listing)
+    for n in nodes:
+        cluster.wait_has_all(n, acked, 30)
+
+
+def test_late_joiner_gets_a_snapshot(cluster):
+    """With --snapshot-threshold 64 --snapshot-trailing 32, a node4 started with
+    --join after 2000 writes cannot be sent the compacted log: it catches up,
+    reports snapshots_restored >= 1, becomes a voter, and serves sampled keys."""
+    nodes = cluster.start_nodes(3, SNAP_ARGS)
+    leader = cluster.wait_converged(nodes)
+    w = Writer(cluster, "late", threads=8, per_thread=250).start()
+    w.join(timeout=240)
+    acked = w.snapshot()
+    assert len(acked) == 2000, "only %d writes acknowledged; unexpected: %s" % (
+        len(acked), w.unexpected[:3])
+    assert leader.status()["snapshot_index"] > 0, leader.status()
+
+    node4 = cluster.node("node4", args=SNAP_ARGS, join=leader)
+    cluster.wait_converged(nodes + [node4])
+    s = cluster.wait_caught_up(node4, leader, 120)
+    assert s["snapshots_restored"] >= 1, "node4 caught up without a snapshot: %s" % s
+    sample = random.Random(7).sample(sorted(acked), 200) + list(acked)[-20:]
+    cluster.wait_has_all(node4, {k: acked[k] for k in sample}, 30)
