@@ -40,7 +40,7 @@ DEFS    := -DRAFTKV_VERSION='"$(VERSION)"' -DRAFTKV_GITREV='"$(GITREV)"'
 all: raftkv
 
 raftkv: $(B)/raftkv
-	cp $< $@
+	cp $< $@.tmp && mv -f $@.tmp $@
 
 $(B)/raftkv: $(B)/obj/main.o $(OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lm

@@ -4,12 +4,14 @@
  * the HTTP server and outbound HTTP.  libraft is not thread-safe, so there
  * is no other thread that could touch it. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "api.h"
 #include "config.h"
@@ -55,6 +57,27 @@ static int resolve_ipv4(const char *flag, const char *host, char *out,
               (socklen_t)len);
     freeaddrinfo(res);
     return 0;
+}
+
+/* libraft reports a taken Raft port only as "I/O error": try the bind here
+ * first so that the operator reads the cause. */
+static int check_port_free(const char *flag, const char *ip, int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1, rv = 0;
+
+    if (fd < 0)
+        return 0; /* let the real listener report it */
+    inet_pton(AF_INET, ip, &sa.sin_addr);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        fprintf(stderr, "raftkv: %s: cannot listen on %s:%d: %s\n", flag, ip,
+                port, strerror(errno));
+        rv = -1;
+    }
+    close(fd);
+    return rv;
 }
 
 static void on_signal_closed(uv_handle_t *h) { (void)h; }
@@ -114,6 +137,10 @@ int main(int argc, char **argv)
         return 2;
     snprintf(raft_addr, sizeof raft_addr, "%s:%d", raft_ip, s.cfg.raft_port);
     snprintf(http_addr, sizeof http_addr, "%s:%d", http_ip, s.cfg.http_port);
+
+    if (check_port_free("--raft-port", raft_ip, s.cfg.raft_port) != 0 ||
+        check_port_free("--http-port", http_ip, s.cfg.http_port) != 0)
+        return 1;
 
     log_set_node(s.cfg.node_id);
     log_set_level(s.cfg.log_level);

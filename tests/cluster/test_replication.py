@@ -96,3 +96,43 @@ def _wait_new_leader(survivors, old_term):
             n.name: (s["role"], s["term"]) for n, s in ((n, n.status()) for n in survivors)})
     return wait_until(check, 10, "a new leader among the survivors above term %d" % old_term,
                       scale=False)
+
+
+def test_clients_that_leave_before_commit(cluster):
+    """With both followers paused (SIGSTOP) nothing can commit, so writes stay
+    pending on the leader.  Clients that send a /set and hang up meanwhile must
+    not crash the leader or leak anything (the sanitized run checks at exit):
+    once the followers resume, the leader still serves, and its commit index
+    moves past the abandoned writes."""
+    import os
+    import signal
+    import socket
+
+    from harness import split_addr
+
+    nodes = cluster.start_nodes(3)
+    leader = cluster.wait_converged(nodes)
+    followers = [n for n in nodes if n is not leader]
+    before = leader.status()["last_log_index"]
+    for f in followers:
+        os.kill(f.pid, signal.SIGSTOP)
+    try:
+        host, port = split_addr(leader.http_addr)
+        for i in range(40):
+            body = ('{"key": "gone-%d", "value": "v"}' % i).encode()
+            s = socket.create_connection((host, port), timeout=5)
+            s.sendall(b"POST /set HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                      % (len(body), body))
+            if i % 2:
+                s.shutdown(socket.SHUT_RDWR)  # FIN; the other half just RST on close
+            s.close()
+        wait_until(lambda: leader.status()["last_log_index"] >= before + 40, 30,
+                   "the leader to append the 40 abandoned writes")
+        assert leader.request("GET", "/health").status == 200
+    finally:
+        for f in followers:
+            os.kill(f.pid, signal.SIGCONT)
+    wait_until(lambda: leader.status()["commit_index"] >= before + 40, 60,
+               "the abandoned writes to commit once the followers resume")
+    r = leader.set("after", "1")
+    assert r.status == 200, r
