@@ -42,23 +42,32 @@ all: raftkv
 raftkv: $(B)/raftkv
 	cp $< $@.tmp && mv -f $@.tmp $@
 
+# V=1 shows the full commands.
+Q := $(if $(V),,@)
+
 $(B)/raftkv: $(B)/obj/main.o $(OBJS)
-	$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
+	@echo "  LD   $@"
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(BA)/raftkv: $(BA)/obj/main.o $(OBJS_ASAN)
-	$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(PKG_LIBS) -lm
+	@echo "  LD   $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) -o $@ $^ $(PKG_LIBS) -lm
 
 $(B)/obj/%.o: src/%.c src/*.h | $(B)/obj
-	$(CC) $(CFLAGS) $(DEFS) $(PKG_CFLAGS) -MMD -c -o $@ $<
+	@echo "  CC   $<"
+	$(Q)$(CC) $(CFLAGS) $(DEFS) $(PKG_CFLAGS) -MMD -c -o $@ $<
 
 $(BA)/obj/%.o: src/%.c src/*.h | $(BA)/obj
-	$(CC) $(CFLAGS) $(SAN_FLAGS) $(DEFS) $(PKG_CFLAGS) -c -o $@ $<
+	@echo "  CC   $< (asan)"
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $(DEFS) $(PKG_CFLAGS) -c -o $@ $<
 
 $(B)/tests/%: tests/unit/%.c $(OBJS) $(wildcard tests/unit/*.h) | $(B)/tests
-	$(CC) $(CFLAGS) $(DEFS) $(PKG_CFLAGS) -Isrc -o $@ $< $(OBJS) $(PKG_LIBS) $(TEST_LIBS) -lm
+	@echo "  LD   $@"
+	$(Q)$(CC) $(CFLAGS) $(DEFS) $(PKG_CFLAGS) -Isrc -o $@ $< $(OBJS) $(PKG_LIBS) $(TEST_LIBS) -lm
 
 $(BA)/tests/%: tests/unit/%.c $(OBJS_ASAN) $(wildcard tests/unit/*.h) | $(BA)/tests
-	$(CC) $(CFLAGS) $(SAN_FLAGS) $(DEFS) $(PKG_CFLAGS) -Isrc -o $@ $< $(OBJS_ASAN) $(PKG_LIBS) $(TEST_LIBS) -lm
+	@echo "  LD   $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $(DEFS) $(PKG_CFLAGS) -Isrc -o $@ $< $(OBJS_ASAN) $(PKG_LIBS) $(TEST_LIBS) -lm
 
 $(B)/obj $(BA)/obj $(B)/tests $(BA)/tests:
 	mkdir -p $@

@@ -1,47 +1,34 @@
-/* api.c - HTTP handlers; see api.h.  Each handler's comment shows its
- * syntax.  Deferred answers go through struct api_op, which outlives either
- * side: the client may leave before Raft answers, and Raft may answer after
- * the client left. */
-#include "api.h"
+/* api.c - routing and the glue every handler shares: replies, ops that wait
+ * on Raft, and running a request where it must run (leader, barrier).  See
+ * api.h. */
+#include "api_internal.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "log.h"
-#include "membership.h"
+#include "text.h"
 
-#ifndef RAFTKV_VERSION
-#define RAFTKV_VERSION "0.0.0"
-#endif
-
-/* A request waiting on Raft. */
-struct api_op
-{
-    struct api *api;
-    struct http_req *req; /* NULL once the request is released */
-    bool pending;         /* a node callback is still due */
-    json_t *doc;          /* parsed body, owns key and value */
-    const char *key, *value;
-    size_t key_len, value_len;
-    struct node_wait wait;
-    struct node_apply_req apply;
-    struct join_req join;
-};
-
-void api_init(struct api *a, struct node *node, const struct config *cfg)
+int api_init(struct api *a, struct node *node, const struct config *cfg)
 {
     a->node = node;
     a->cfg = cfg;
+    a->metrics = metrics_new();
+    return a->metrics == NULL ? -1 : 0;
 }
 
-/* --- replies ------------------------------------------------------------- */
-
-static void reply_json(struct http_req *req, int status, json_t *doc)
+void api_close(struct api *a)
 {
-    char *text = json_dumps(doc, JSON_COMPACT);
+    metrics_free(a->metrics);
+    a->metrics = NULL;
+}
+
+/* --- replies ---------------------------------------------------------------- */
+
+void api_reply_json(struct http_req *req, int status, json_t *doc)
+{
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     if (text == NULL) {
         http_reply_error(req, 500, "out of memory");
@@ -51,46 +38,52 @@ static void reply_json(struct http_req *req, int status, json_t *doc)
     free(text);
 }
 
-static json_t *member_json(const struct node_member *m)
+json_t *api_member_json(const struct node_member *m)
 {
     return json_pack("{s:s, s:s, s:s}", "id", m->name, "raft_addr",
                      m->raft_addr, "http_addr", m->http_addr);
 }
 
-/* Map a node error to a status and a JSON error, naming the leader when
- * that is what the client needs to know. */
-static void reply_node_error(struct api *a, struct http_req *req, int code,
-                             const char *msg)
+const char *api_role_name(int role)
 {
-    struct node_member leader;
-    json_t *doc;
+    switch (role) {
+    case RAFT_VOTER:
+        return "voter";
+    case RAFT_STANDBY:
+        return "standby";
+    case RAFT_SPARE:
+        return "spare";
+    }
+    return "unknown";
+}
+
+void api_reply_node_error(struct api *a, struct http_req *req, int code,
+                          const char *msg)
+{
     int status;
 
+    if (code == NODE_ENOTLEADER) {
+        api_to_leader(a, req);
+        return;
+    }
     if (msg == NULL || *msg == '\0')
         msg = node_strerror(code);
     switch (code) {
-    case NODE_ENOTLEADER:
-        if (node_leader(a->node, &leader) == 0 && leader.id != a->node->id) {
-            doc = json_pack("{s:s, s:o}", "error",
-                            "not the leader; send writes to the leader",
-                            "leader", member_json(&leader));
-            reply_json(req, 421, doc);
-            return;
-        }
-        http_add_header(req, "Retry-After", "1");
-        http_reply_error(req, 503, "no leader is known right now; retry");
-        return;
     case NODE_ENOLEADER:
     case NODE_ELEADERSHIPLOST:
     case NODE_ESHUTDOWN:
     case NODE_ENOTMEMBER:
     case NODE_ENOMEM:
+    case NODE_EBUSY:
         http_add_header(req, "Retry-After", "1");
         status = 503;
         break;
     case NODE_ECONFLICT:
     case NODE_EOTHERCLUSTER:
         status = 409;
+        break;
+    case NODE_ENOTFOUND:
+        status = 404;
         break;
     case NODE_ETIMEOUT:
         status = 504;
@@ -105,11 +98,27 @@ static void reply_node_error(struct api *a, struct http_req *req, int code,
     http_reply_error(req, status, "%s", msg);
 }
 
-/* --- the op lifecycle ------------------------------------------------------ */
+int api_check_key(struct api *a, struct http_req *req, const void *key,
+                  size_t len)
+{
+    if (len == 0 || len > a->cfg->max_key_size) {
+        http_reply_error(req, 400, "key must be 1 to %zu bytes, got %zu",
+                         a->cfg->max_key_size, len);
+        return -1;
+    }
+    if (memchr(key, '\0', len) != NULL || !text_utf8_valid(key, len)) {
+        http_reply_error(req, 400, "key must be UTF-8 text without NUL");
+        return -1;
+    }
+    return 0;
+}
+
+/* --- ops -------------------------------------------------------------------- */
 
 static void op_free(struct api_op *op)
 {
     json_decref(op->doc);
+    free(op->mem);
     free(op);
 }
 
@@ -121,10 +130,11 @@ static void op_released(void *arg)
         op_free(op);
 }
 
-static struct api_op *op_new(struct api *a, struct http_req *req)
+struct api_op *api_op_new(struct api *a, struct http_req *req)
 {
     struct api_op *op = calloc(1, sizeof *op);
     if (op == NULL) {
+        http_add_header(req, "Retry-After", "1");
         http_reply_error(req, 503, "out of memory");
         return NULL;
     }
@@ -134,10 +144,7 @@ static struct api_op *op_new(struct api *a, struct http_req *req)
     return op;
 }
 
-/* A node callback arrived: returns the request to answer, or NULL when the
- * client is gone (then the op is freed here).  After answering, the op may be
- * freed by the release callback: do not touch it again. */
-static struct http_req *op_settle(struct api_op *op)
+struct http_req *api_op_settle(struct api_op *op)
 {
     struct http_req *req = op->req;
     op->pending = false;
@@ -146,419 +153,268 @@ static struct http_req *op_settle(struct api_op *op)
     return req;
 }
 
-/* --- /set ------------------------------------------------------------------ */
+void api_op_drop(struct api_op *op)
+{
+    /* Still attached to its live request: the release callback frees it. */
+    op->pending = false;
+}
 
-static void set_applied(struct node_apply_req *apply, int status,
-                        const struct fsm_result *result)
+/* --- writes ------------------------------------------------------------------ */
+
+static void submit_applied(struct node_apply_req *apply, int status,
+                           const struct fsm_result *res)
 {
     struct api_op *op = apply->data;
     struct api *a = op->api;
-    struct http_req *req = op_settle(op);
+    struct http_req *req = api_op_settle(op);
 
+    metrics_count(a->metrics,
+                  status == 0 ? METRICS_WRITES_COMMITTED
+                              : METRICS_WRITES_FAILED,
+                  1);
     if (req == NULL)
         return;
     if (status != 0) {
-        reply_node_error(a, req, status, NULL);
+        api_reply_node_error(a, req, status, NULL);
         return;
     }
-    reply_json(req, 200,
-               json_pack("{s:I}", "index", (json_int_t)result->index));
+    op->applied(op, req, res);
 }
 
-static void set_propose(struct api_op *op)
-{
-    struct command c = {.type = CMD_PUT};
-    int rv;
-
-    c.key.base = (const uint8_t *)op->key;
-    c.key.len = op->key_len;
-    c.value.base = (const uint8_t *)op->value;
-    c.value.len = op->value_len;
-    op->pending = true;
-    rv = node_apply(op->api->node, &op->apply, &c, 1, set_applied, op);
-    if (rv != 0) {
-        struct http_req *req = op_settle(op);
-        if (req != NULL)
-            reply_node_error(op->api, req, rv, NULL);
-    }
-}
-
-static void set_cluster_ready(struct node_wait *w, int status)
-{
-    struct api_op *op = w->data;
-    if (status != 0 || op->req == NULL) {
-        struct http_req *req = op_settle(op);
-        if (req != NULL)
-            reply_node_error(op->api, req, status, NULL);
-        return;
-    }
-    set_propose(op);
-}
-
-/* Find a member of @obj by name, ignoring case as the reference does.
- * Returns 0 (with *out NULL when absent), or -1 when two spellings of the
- * name are present. */
-static int field_ci(json_t *obj, const char *name, json_t **out)
-{
-    const char *k;
-    json_t *v;
-    *out = NULL;
-    json_object_foreach(obj, k, v)
-    {
-        if (strcasecmp(k, name) != 0)
-            continue;
-        if (*out != NULL)
-            return -1;
-        *out = v;
-    }
-    return 0;
-}
-
-/* POST /set   {"key": "K", "value": "V"}   -> 200 {"index": N}
- * Field names are matched ignoring case; both must be strings; nothing else
- * may be present.  Answered once committed by a majority and applied. */
-static void handle_set(struct api *a, struct http_req *req)
-{
-    const char *body;
-    size_t body_len;
-    json_error_t jerr;
-    json_t *doc, *key, *value;
-    const char *k;
-    json_t *v;
-    struct api_op *op;
-    int rv;
-
-    body = http_body(req, &body_len);
-    doc = json_loadb(body ? body : "", body_len, JSON_REJECT_DUPLICATES,
-                     &jerr);
-    if (doc == NULL) {
-        http_reply_error(req, 400, "invalid JSON: %s (line %d, column %d)",
-                         jerr.text, jerr.line, jerr.column);
-        return;
-    }
-    if (!json_is_object(doc)) {
-        json_decref(doc);
-        http_reply_error(req, 400,
-                         "body must be a JSON object {\"key\": ..., "
-                         "\"value\": ...}");
-        return;
-    }
-    json_object_foreach(doc, k, v)
-    {
-        if (strcasecmp(k, "key") != 0 && strcasecmp(k, "value") != 0) {
-            http_reply_error(req, 400,
-                             "unknown field \"%s\": only \"key\" and "
-                             "\"value\" are allowed",
-                             k);
-            json_decref(doc);
-            return;
-        }
-    }
-    if (field_ci(doc, "key", &key) != 0 ||
-        field_ci(doc, "value", &value) != 0) {
-        json_decref(doc);
-        http_reply_error(req, 400, "a field is given twice (names ignore "
-                                   "case)");
-        return;
-    }
-    if (!json_is_string(key) || !json_is_string(value)) {
-        json_decref(doc);
-        http_reply_error(req, 400,
-                         "fields \"key\" and \"value\" are required and must "
-                         "be strings");
-        return;
-    }
-    size_t klen = json_string_length(key), vlen = json_string_length(value);
-    if (klen == 0 || klen > a->cfg->max_key_size) {
-        json_decref(doc);
-        http_reply_error(req, 400, "key must be 1 to %zu bytes, got %zu",
-                         a->cfg->max_key_size, klen);
-        return;
-    }
-    if (vlen > a->cfg->max_value_size) {
-        json_decref(doc);
-        http_reply_error(req, 413, "value is %zu bytes; the limit is %zu",
-                         vlen, a->cfg->max_value_size);
-        return;
-    }
-
-    op = op_new(a, req);
-    if (op == NULL) {
-        json_decref(doc);
-        return;
-    }
-    op->doc = doc;
-    op->key = json_string_value(key);
-    op->key_len = klen;
-    op->value = json_string_value(value);
-    op->value_len = vlen;
-    op->pending = true;
-    rv = node_ensure_cluster(a->node, &op->wait, set_cluster_ready, op);
-    if (rv == 1)
-        return; /* bootstrapping; set_cluster_ready continues */
-    op->pending = false;
-    if (rv != 0) {
-        reply_node_error(a, req, rv, NULL);
-        return;
-    }
-    set_propose(op);
-}
-
-/* --- /get ------------------------------------------------------------------- */
-
-/* GET /get?key=K   -> 200 {"data": "V"}, or {"data": ""} when K is missing.
- * A local read: on a follower it may lag the leader (stale). */
-static void handle_get(struct api *a, struct http_req *req)
-{
-    struct store_txn t;
-    struct store_record rec;
-    char *key;
-    size_t klen;
-    json_t *data;
-    int rv;
-
-    rv = http_query_param(req, "key", &key, &klen);
-    if (rv == -EINVAL) {
-        http_reply_error(req, 400, "query parameter key is not valid "
-                                   "percent-encoding");
-        return;
-    }
-    if (rv != 0 || klen == 0) {
-        http_reply_error(req, 400, "query parameter key is required: "
-                                   "/get?key=NAME");
-        return;
-    }
-    if (klen > a->cfg->max_key_size) {
-        http_reply_error(req, 400, "key must be 1 to %zu bytes, got %zu",
-                         a->cfg->max_key_size, klen);
-        return;
-    }
-    rv = store_txn_begin(a->node->store, false, &t);
-    if (rv != 0) {
-        http_reply_error(req, 500, "store: %s", store_strerror(rv));
-        return;
-    }
-    rv = store_kv_get(&t, key, klen, &rec);
-    if (rv == STORE_ENOTFOUND) {
-        data = json_string("");
-    } else if (rv != 0) {
-        store_txn_abort(&t);
-        http_reply_error(req, 500, "store: %s", store_strerror(rv));
-        return;
-    } else {
-        data = json_stringn(rec.value, rec.value_len);
-    }
-    store_txn_abort(&t);
-    if (data == NULL) {
-        http_reply_error(req, 422, "the value is not valid UTF-8 text");
-        return;
-    }
-    reply_json(req, 200, json_pack("{s:o}", "data", data));
-}
-
-/* --- /join ------------------------------------------------------------------ */
-
-static void join_done(struct join_req *j, int status, const char *msg)
-{
-    struct api_op *op = j->data;
-    struct api *a = op->api;
-    struct http_req *req = op_settle(op);
-    struct node_member m;
-
-    if (req == NULL)
-        return;
-    if (status != 0) {
-        reply_node_error(a, req, status, msg);
-        return;
-    }
-    if (node_member(a->node, j->id, &m) != 0) {
-        snprintf(m.name, sizeof m.name, "%s", j->name);
-        snprintf(m.raft_addr, sizeof m.raft_addr, "%s", j->raft_addr);
-        snprintf(m.http_addr, sizeof m.http_addr, "%s", j->http_addr);
-    }
-    reply_json(req, 200, member_json(&m));
-}
-
-static void join_start(struct api_op *op)
+static void submit_propose(struct api_op *op)
 {
     struct api *a = op->api;
-    char *name, *addr, *http;
-    size_t len;
     int rv;
 
-    /* Parameters were validated before; the request is still alive. */
-    http_query_param(op->req, "followerId", &name, &len);
-    http_query_param(op->req, "followerAddr", &addr, &len);
-    if (http_query_param(op->req, "httpAddr", &http, &len) != 0)
-        http = NULL;
     if (!node_is_leader(a->node)) {
-        struct http_req *req = op_settle(op);
+        struct http_req *req = api_op_settle(op);
         if (req != NULL)
-            reply_node_error(a, req, NODE_ENOTLEADER, NULL);
+            api_to_leader(a, req);
         return;
     }
     op->pending = true;
-    rv = membership_join(a->node, &op->join, name, addr, http, join_done, op);
+    rv = node_apply(a->node, &op->u.apply, op->cmds, op->n_cmds,
+                    submit_applied, op);
     if (rv != 0) {
-        struct http_req *req = op_settle(op);
+        struct http_req *req = api_op_settle(op);
         if (req != NULL)
-            reply_node_error(a, req, rv,
-                             "followerAddr must be HOST:PORT (the follower's "
-                             "Raft address)");
+            api_reply_node_error(a, req, rv, NULL);
     }
 }
 
-static void join_cluster_ready(struct node_wait *w, int status)
+static void submit_cluster_ready(struct node_wait *w, int status)
 {
     struct api_op *op = w->data;
     if (status != 0 || op->req == NULL) {
-        struct http_req *req = op_settle(op);
+        struct http_req *req = api_op_settle(op);
         if (req != NULL)
-            reply_node_error(op->api, req, status, NULL);
+            api_reply_node_error(op->api, req, status, NULL);
         return;
     }
     op->pending = false;
-    join_start(op);
+    submit_propose(op);
 }
 
-/* GET /join?followerId=NAME&followerAddr=HOST:RAFTPORT[&httpAddr=HOST:PORT]
- *   -> 200 {"id", "raft_addr", "http_addr"} once NAME is a voting member.
- * Only the leader adds members: elsewhere 421 names the leader. */
-static void handle_join(struct api *a, struct http_req *req)
+bool api_pristine(struct api *a)
 {
-    static const char *const params[] = {"followerId", "followerAddr"};
-    char *value, host[CONFIG_HOST_MAX + 1];
-    size_t len;
-    int port, rv;
-    struct api_op *op;
+    return a->node->phase == NODE_PRISTINE ||
+           a->node->phase == NODE_BOOTSTRAPPING;
+}
 
-    for (unsigned i = 0; i < 2; i++) {
-        rv = http_query_param(req, params[i], &value, &len);
-        if (rv != 0 || len == 0) {
-            http_reply_error(req, 400,
-                             "query parameter %s is required: "
-                             "/join?followerId=NAME&followerAddr=HOST:PORT",
-                             params[i]);
+void api_submit(struct api_op *op)
+{
+    struct api *a = op->api;
+    int rv;
+
+    if (api_pristine(a)) {
+        op->pending = true;
+        rv = node_ensure_cluster(a->node, &op->u.wait, submit_cluster_ready,
+                                 op);
+        if (rv == 1)
+            return;
+        op->pending = false;
+        if (rv != 0) {
+            api_reply_node_error(a, op->req, rv, NULL);
             return;
         }
     }
-    http_query_param(req, "followerId", &value, &len);
-    if (!config_name_valid(value)) {
-        http_reply_error(req, 400,
-                         "followerId must be 1-64 characters of A-Z a-z 0-9 "
-                         ". _ -");
-        return;
-    }
-    http_query_param(req, "followerAddr", &value, &len);
-    if (config_split_hostport(value, host, sizeof host, &port) != 0) {
-        http_reply_error(req, 400,
-                         "followerAddr must be HOST:PORT (the follower's "
-                         "Raft address)");
-        return;
-    }
-    rv = http_query_param(req, "httpAddr", &value, &len);
-    if (rv == -EINVAL ||
-        (rv == 0 && (len >= NODE_ADDR_MAX ||
-                     config_split_hostport(value, host, sizeof host,
-                                           &port) != 0))) {
-        http_reply_error(req, 400, "httpAddr must be HOST:PORT");
-        return;
-    }
+    submit_propose(op);
+}
 
-    op = op_new(a, req);
+/* --- the leader ------------------------------------------------------------- */
+
+void api_to_leader(struct api *a, struct http_req *req)
+{
+    struct node_member leader;
+    char *value;
+    size_t len;
+
+    if (http_header(req, API_FORWARDED_HEADER, &len) != NULL) {
+        /* Relayed to us by a node that took us for the leader: no second
+         * hop, which could loop while leadership moves. */
+        http_add_header(req, "Retry-After", "1");
+        http_reply_error(req, 503,
+                         "this node is no longer the leader; retry");
+        return;
+    }
+    if (node_leader(a->node, &leader) != 0 || leader.id == a->node->id ||
+        leader.http_addr[0] == '\0') {
+        http_add_header(req, "Retry-After", "1");
+        http_reply_error(req, 503,
+                         api_pristine(a)
+                             ? "this node is not a member of a cluster yet"
+                             : "no leader is known right now; retry");
+        return;
+    }
+    if (http_query_param(req, "redirect", &value, &len) == 0) {
+        size_t plen, qlen;
+        const char *path = http_path(req, &plen);
+        const char *query = http_query(req, &qlen);
+        char *location = malloc(plen + qlen + NODE_ADDR_MAX + 16);
+        if (location == NULL) {
+            http_reply_error(req, 503, "out of memory");
+            return;
+        }
+        sprintf(location, "http://%s%.*s%s%.*s", leader.http_addr, (int)plen,
+                path, qlen ? "?" : "", (int)qlen, query ? query : "");
+        http_add_header(req, "Location", location);
+        free(location);
+        api_reply_json(req, 307,
+                       json_pack("{s:s, s:o}", "error",
+                                 "not the leader: redirected to the leader",
+                                 "leader", api_member_json(&leader)));
+        return;
+    }
+    forward_request(a, req, leader.http_addr);
+}
+
+/* --- reads ---------------------------------------------------------------- */
+
+int api_consistency(struct http_req *req, bool def_linearizable,
+                    bool *linearizable)
+{
+    char *value;
+    size_t len;
+    int rv = http_query_param(req, "consistency", &value, &len);
+
+    *linearizable = def_linearizable;
+    if (rv == -ENOENT)
+        return 0;
+    if (rv == 0 && strcmp(value, "linearizable") == 0) {
+        *linearizable = true;
+        return 0;
+    }
+    if (rv == 0 && strcmp(value, "stale") == 0) {
+        *linearizable = false;
+        return 0;
+    }
+    http_reply_error(req, 400,
+                     "consistency must be \"linearizable\" or \"stale\"");
+    return -1;
+}
+
+void api_read_headers(struct api *a, struct http_req *req, bool linearizable)
+{
+    char index[24];
+    snprintf(index, sizeof index, "%llu",
+             (unsigned long long)node_applied_index(a->node));
+    http_add_header(req, "X-Raftkv-Consistency",
+                    linearizable ? "linearizable" : "stale");
+    http_add_header(req, "X-Raftkv-Index", index);
+}
+
+static void read_ready(struct node_read *r, int status)
+{
+    struct api_op *op = r->data;
+    struct api *a = op->api;
+    struct http_req *req = api_op_settle(op);
+
+    if (req == NULL)
+        return;
+    if (status != 0) {
+        api_reply_node_error(a, req, status, NULL);
+        return;
+    }
+    metrics_count(a->metrics, METRICS_LINEARIZABLE_READS, 1);
+    op->serve(a, req);
+}
+
+void api_read(struct api *a, struct http_req *req, bool linearizable,
+              api_serve_fn serve)
+{
+    struct api_op *op;
+    int rv;
+
+    if (!linearizable) {
+        metrics_count(a->metrics, METRICS_STALE_READS, 1);
+        serve(a, req);
+        return;
+    }
+    if (!node_is_leader(a->node)) {
+        api_to_leader(a, req);
+        return;
+    }
+    op = api_op_new(a, req);
     if (op == NULL)
         return;
+    op->serve = serve;
     op->pending = true;
-    rv = node_ensure_cluster(a->node, &op->wait, join_cluster_ready, op);
-    if (rv == 1)
-        return;
-    op->pending = false;
+    rv = readindex_read(&a->node->reads, &op->u.read, read_ready, op);
     if (rv != 0) {
-        reply_node_error(a, req, rv, NULL);
-        return;
+        op->pending = false;
+        api_reply_node_error(a, req, rv, NULL);
     }
-    join_start(op);
 }
 
-/* --- /v1/status, /health ----------------------------------------------------- */
-
-static const char *role_name(int role)
-{
-    switch (role) {
-    case RAFT_VOTER:
-        return "voter";
-    case RAFT_STANDBY:
-        return "standby";
-    case RAFT_SPARE:
-        return "spare";
-    }
-    return "unknown";
-}
-
-/* GET /v1/status   -> 200 {"id", "role", "term", "leader", ...} */
-static void handle_status(struct api *a, struct http_req *req)
-{
-    struct node *n = a->node;
-    struct node_member members[64], leader;
-    unsigned count = node_members(n, members, 64);
-    json_t *list = json_array();
-    char cluster[17] = "";
-    struct store_stat st;
-
-    for (unsigned i = 0; i < count && i < 64; i++) {
-        json_t *m = member_json(&members[i]);
-        json_object_set_new(m, "role", json_string(role_name(members[i].role)));
-        json_array_append_new(list, m);
-    }
-    if (n->fsm.cluster_id != 0)
-        snprintf(cluster, sizeof cluster, "%016llx",
-                 (unsigned long long)n->fsm.cluster_id);
-    store_stat(n->store, &st);
-    json_t *doc = json_pack(
-        "{s:s, s:s, s:s, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:o, "
-        "s:s, s:I, s:I, s:I, s:s}",
-        "id", n->cfg->node_id, "raft_addr", n->raft_addr, "role",
-        node_role(n), "term", (json_int_t)n->raft.current_term, "leader",
-        node_leader(n, &leader) == 0 ? member_json(&leader) : json_null(),
-        "commit_index", (json_int_t)n->raft.commit_index, "applied_index",
-        (json_int_t)n->fsm.applied_index, "last_log_index",
-        (json_int_t)(n->raft_open ? raft_last_index(&n->raft) : 0),
-        "snapshot_index", (json_int_t)n->raft.log.snapshot.last_index,
-        "snapshots_taken", (json_int_t)n->fsm.snapshots_taken,
-        "snapshots_restored", (json_int_t)n->fsm.snapshots_restored,
-        "elections_seen", (json_int_t)n->elections_seen, "members", list,
-        "cluster_id", cluster, "keys", (json_int_t)st.keys, "db_bytes",
-        (json_int_t)st.file_bytes, "uptime_ms",
-        (json_int_t)(uv_now(n->loop) - n->started_ms), "version",
-        RAFTKV_VERSION);
-    json_object_set_new(doc, "http_addr", json_string(n->http_addr));
-    reply_json(req, 200, doc);
-}
-
-/* GET /health   -> 200 {"status": "ok"} while the process serves. */
-static void handle_health(struct api *a, struct http_req *req)
-{
-    (void)a;
-    http_reply_json(req, 200, "{\"status\":\"ok\"}", 15);
-}
-
-/* --- routing --------------------------------------------------------------- */
+/* --- routing ------------------------------------------------------------------ */
 
 struct route
 {
     const char *path;
-    const char *methods[3]; /* NULL-terminated */
+    bool prefix; /* path is a prefix: "/v1/kv/" matches "/v1/kv/KEY" */
+    const char *methods[5];
     const char *allow;
+    enum metrics_route tag;
     void (*handle)(struct api *a, struct http_req *req);
 };
 
 static const struct route routes[] = {
-    {"/set", {"POST", NULL}, "POST", handle_set},
-    {"/get", {"GET", "HEAD", NULL}, "GET, HEAD", handle_get},
-    {"/join", {"GET", "POST", NULL}, "GET, POST", handle_join},
-    {"/v1/status", {"GET", "HEAD", NULL}, "GET, HEAD", handle_status},
-    {"/health", {"GET", "HEAD", NULL}, "GET, HEAD", handle_health},
+    {"/set", false, {"POST"}, "POST", METRICS_ROUTE_SET, api_ref_set},
+    {"/get", false, {"GET", "HEAD"}, "GET, HEAD", METRICS_ROUTE_GET,
+     api_ref_get},
+    {"/delete", false, {"DELETE", "POST", "GET"}, "DELETE, POST, GET",
+     METRICS_ROUTE_DELETE, api_ref_delete},
+    {"/join", false, {"GET", "POST"}, "GET, POST", METRICS_ROUTE_JOIN,
+     api_ref_join},
+    {"/v1/kv", false, {"GET", "HEAD"}, "GET, HEAD", METRICS_ROUTE_KV_LIST,
+     api_kv_list},
+    {"/v1/kv/", true, {"GET", "HEAD", "PUT", "DELETE"},
+     "GET, HEAD, PUT, DELETE", METRICS_ROUTE_KV, api_kv_item},
+    {"/v1/txn", false, {"POST"}, "POST", METRICS_ROUTE_TXN, api_kv_txn},
+    {"/v1/cluster/members", false, {"GET", "HEAD", "POST"}, "GET, HEAD, POST",
+     METRICS_ROUTE_MEMBERS, api_cluster_members},
+    {"/v1/cluster/members/", true, {"GET", "HEAD", "DELETE"},
+     "GET, HEAD, DELETE", METRICS_ROUTE_MEMBERS, api_cluster_member},
+    {"/v1/cluster/leader", false, {"GET", "HEAD", "POST"}, "GET, HEAD, POST",
+     METRICS_ROUTE_LEADER, api_cluster_leader},
+    {"/v1/status", false, {"GET", "HEAD"}, "GET, HEAD", METRICS_ROUTE_STATUS,
+     api_status},
+    {"/health", false, {"GET", "HEAD"}, "GET, HEAD", METRICS_ROUTE_HEALTH,
+     api_health},
+    {"/ready", false, {"GET", "HEAD"}, "GET, HEAD", METRICS_ROUTE_HEALTH,
+     api_ready},
+    {"/metrics", false, {"GET", "HEAD"}, "GET, HEAD", METRICS_ROUTE_METRICS,
+     api_metrics},
 };
+
+static bool route_matches(const struct route *r, const char *path,
+                          size_t len)
+{
+    size_t n = strlen(r->path);
+    if (r->prefix)
+        return len >= n && memcmp(path, r->path, n) == 0;
+    return len == n && memcmp(path, r->path, n) == 0;
+}
 
 void api_handle(struct http_req *req, void *data)
 {
@@ -569,8 +425,9 @@ void api_handle(struct http_req *req, void *data)
 
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         const struct route *r = &routes[i];
-        if (!http_path_is(req, r->path))
+        if (!route_matches(r, path, path_len))
             continue;
+        http_req_set_tag(req, r->tag);
         for (unsigned m = 0; r->methods[m] != NULL; m++) {
             if (http_method_is(req, r->methods[m])) {
                 r->handle(a, req);
@@ -579,9 +436,30 @@ void api_handle(struct http_req *req, void *data)
         }
         http_add_header(req, "Allow", r->allow);
         http_reply_error(req, 405, "method %.*s is not allowed on %s; use %s",
-                         (int)method_len, method, r->path, r->allow);
+                         (int)(method_len > 16 ? 16 : method_len), method,
+                         r->path, r->allow);
         return;
     }
+    http_req_set_tag(req, METRICS_ROUTE_OTHER);
     http_reply_error(req, 404, "no such endpoint: %.*s",
                      (int)(path_len > 200 ? 200 : path_len), path);
+}
+
+void api_observe(struct http_req *req, int status, uint64_t elapsed_ns,
+                 int tag, void *data)
+{
+    struct api *a = data;
+    size_t mlen, plen;
+    const char *method = http_method(req, &mlen);
+
+    if (tag < 0 || tag >= METRICS_ROUTE_COUNT)
+        tag = METRICS_ROUTE_OTHER;
+    metrics_http(a->metrics, (enum metrics_route)tag, method, mlen, status,
+                 (double)elapsed_ns / 1e9);
+    if (log_get_level() <= LOG_DEBUG) {
+        const char *path = http_path(req, &plen);
+        log_debug("%.*s %.*s %d %.3f ms", (int)(mlen > 16 ? 16 : mlen),
+                  method, (int)(plen > 200 ? 200 : plen), path, status,
+                  (double)elapsed_ns / 1e6);
+    }
 }

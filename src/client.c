@@ -84,6 +84,8 @@ struct client_request
     char *content_type;
     char *location;
     char *retry_after;
+    char *relay;      /* X-Raftkv-* header lines */
+    size_t relay_len;
     char curl_error[CURL_ERROR_SIZE];
     char error[CURL_ERROR_SIZE + 64];
 };
@@ -109,6 +111,7 @@ static void client_request_free(struct client_request *r)
     free(r->content_type);
     free(r->location);
     free(r->retry_after);
+    free(r->relay);
     free(r);
 }
 
@@ -186,6 +189,7 @@ static void client_complete(struct client_request *r, CURLcode rc)
             res.content_type = r->content_type;
             res.location = r->location;
             res.retry_after = r->retry_after;
+            res.raftkv_headers = r->relay ? r->relay : "";
         }
     } else {
         res.error = client_describe_error(r, rc);
@@ -253,6 +257,28 @@ static bool client_header_take(char **slot, const char *v, size_t len)
     return true;
 }
 
+/* Keep an X-Raftkv-* header line for relaying, normalised to "N: v\n". */
+static bool client_relay_take(struct client_request *r, const char *line,
+                              size_t len)
+{
+    static const char prefix[] = "x-raftkv-";
+    char *grown;
+
+    if (len < sizeof prefix - 1 ||
+        strncasecmp(line, prefix, sizeof prefix - 1) != 0)
+        return true;
+    while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
+        len--;
+    grown = realloc(r->relay, r->relay_len + len + 2);
+    if (!grown) return false;
+    r->relay = grown;
+    memcpy(r->relay + r->relay_len, line, len);
+    r->relay_len += len;
+    r->relay[r->relay_len++] = '\n';
+    r->relay[r->relay_len] = '\0';
+    return true;
+}
+
 static size_t client_on_header(char *line, size_t size, size_t n, void *arg)
 {
     struct client_request *r = arg;
@@ -275,8 +301,12 @@ static size_t client_on_header(char *line, size_t size, size_t n, void *arg)
             free(*slot);
             *slot = NULL;
         }
+        free(r->relay);
+        r->relay = NULL;
+        r->relay_len = 0;
         return len;
     }
+    if (!client_relay_take(r, line, len)) return 0;
     const char *colon = memchr(line, ':', len);
     if (!colon) return len;
     size_t name_len = (size_t)(colon - line);
@@ -492,7 +522,8 @@ void client_close(struct client *c, void (*done)(void *arg), void *arg)
 
 static int client_request_setup(struct client_request *r, const char *method,
                                 const char *url, const void *body,
-                                size_t body_len, const char *content_type)
+                                size_t body_len, const char *content_type,
+                                const char *const *extra)
 {
     CURL *e = r->easy;
     bool has_body = body != NULL || strcmp(method, "POST") == 0 ||
@@ -504,6 +535,11 @@ static int client_request_setup(struct client_request *r, const char *method,
      * negotiation. */
     r->headers = curl_slist_append(NULL, "Expect:");
     if (!r->headers) return -ENOMEM;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+        struct curl_slist *l = curl_slist_append(r->headers, extra[i]);
+        if (!l) return -ENOMEM;
+        r->headers = l;
+    }
     if (content_type) {
         size_t n = strlen("Content-Type: ") + strlen(content_type) + 1;
         char *h = malloc(n);
@@ -583,6 +619,18 @@ int client_request(struct client *c, const char *method, const char *url,
                    const char *content_type, long timeout_ms, client_cb cb,
                    void *arg, struct client_request **handle)
 {
+    return client_request_headers(c, method, url, body, body_len,
+                                  content_type, NULL, timeout_ms, cb, arg,
+                                  handle);
+}
+
+int client_request_headers(struct client *c, const char *method,
+                           const char *url, const void *body, size_t body_len,
+                           const char *content_type,
+                           const char *const *headers, long timeout_ms,
+                           client_cb cb, void *arg,
+                           struct client_request **handle)
+{
     if (handle) *handle = NULL;
     if (!c || !method || !url || !cb) return -EINVAL;
     if (c->closing) return -ESHUTDOWN;
@@ -608,7 +656,8 @@ int client_request(struct client *c, const char *method, const char *url,
         client_request_free(r);
         return -ENOMEM;
     }
-    rc = client_request_setup(r, method, url, body, body_len, content_type);
+    rc = client_request_setup(r, method, url, body, body_len, content_type,
+                              headers);
     if (rc < 0) {
         client_request_free(r);
         return rc;

@@ -24,6 +24,9 @@ struct client_response
     const char *content_type; /* NULL if none */
     const char *location;     /* Location header or NULL */
     const char *retry_after;  /* Retry-After header or NULL */
+    /* Every header whose name starts with "X-Raftkv-", as "Name: value\n"
+     * lines ("" when none): what a relay passes on. */
+    const char *raftkv_headers;
 };
 
 /* Called exactly once per request on the loop thread (also when cancelled
@@ -49,6 +52,15 @@ int client_request(struct client *c, const char *method, const char *url,
                    const void *body, size_t body_len,
                    const char *content_type, long timeout_ms, client_cb cb,
                    void *arg, struct client_request **handle);
+
+/* client_request with extra request headers: @headers is NULL or a
+ * NULL-terminated array of "Name: value" lines (copied). */
+int client_request_headers(struct client *c, const char *method,
+                           const char *url, const void *body, size_t body_len,
+                           const char *content_type,
+                           const char *const *headers, long timeout_ms,
+                           client_cb cb, void *arg,
+                           struct client_request **handle);
 
 /* Cancel a pending request: its callback runs at once with "cancelled". */
 void client_cancel(struct client_request *r);

@@ -6,6 +6,7 @@
 #include "command.h"
 
 #include <raft.h>
+#include <stdbool.h>
 #include <string.h>
 
 static size_t varint_size(uint64_t v)
@@ -78,10 +79,40 @@ static int bytes_get(const uint8_t **pos, const uint8_t *end,
     return 0;
 }
 
+static size_t op_size(const struct command_op *op)
+{
+    return 1 + bytes_size(op->key) +
+           (op->kind == OP_PUT ? bytes_size(op->value) : 0);
+}
+
+static size_t txn_size(const struct command_txn *t)
+{
+    size_t n = varint_size(t->n_compares) + varint_size(t->n_success) +
+               varint_size(t->n_failure);
+    for (unsigned i = 0; i < t->n_compares; i++) {
+        const struct command_compare *cmp = &t->compares[i];
+        n += 1 + bytes_size(cmp->key) +
+             (cmp->kind == CMP_VALUE ? bytes_size(cmp->value)
+                                     : varint_size(cmp->number));
+    }
+    for (unsigned i = 0; i < t->n_success; i++)
+        n += op_size(&t->success[i]);
+    for (unsigned i = 0; i < t->n_failure; i++)
+        n += op_size(&t->failure[i]);
+    return n;
+}
+
 /* Payload size of one command, or 0 for an unknown type. */
 static size_t command_size(const struct command *c)
 {
     switch (c->type) {
+    case CMD_PUT_CAS:
+        return 1 + bytes_size(c->key) + bytes_size(c->value) +
+               varint_size(c->cas);
+    case CMD_DELETE_CAS:
+        return 1 + bytes_size(c->key) + varint_size(c->cas);
+    case CMD_TXN:
+        return c->txn == NULL ? 0 : 1 + txn_size(c->txn);
     case CMD_PUT:
         return 1 + bytes_size(c->key) + bytes_size(c->value);
     case CMD_DELETE:
@@ -124,6 +155,49 @@ static uint32_t get_u32(const uint8_t *p)
            (uint32_t)p[3] << 24;
 }
 
+static uint8_t *op_put(uint8_t *p, const struct command_op *op)
+{
+    *p++ = (uint8_t)op->kind;
+    p = bytes_put(p, op->key);
+    if (op->kind == OP_PUT)
+        p = bytes_put(p, op->value);
+    return p;
+}
+
+static uint8_t *txn_put(uint8_t *p, const struct command_txn *t)
+{
+    p = varint_put(p, t->n_compares);
+    for (unsigned i = 0; i < t->n_compares; i++) {
+        const struct command_compare *cmp = &t->compares[i];
+        *p++ = (uint8_t)cmp->kind;
+        p = bytes_put(p, cmp->key);
+        p = cmp->kind == CMP_VALUE ? bytes_put(p, cmp->value)
+                                   : varint_put(p, cmp->number);
+    }
+    p = varint_put(p, t->n_success);
+    for (unsigned i = 0; i < t->n_success; i++)
+        p = op_put(p, &t->success[i]);
+    p = varint_put(p, t->n_failure);
+    for (unsigned i = 0; i < t->n_failure; i++)
+        p = op_put(p, &t->failure[i]);
+    return p;
+}
+
+static bool txn_kinds_valid(const struct command_txn *t)
+{
+    for (unsigned i = 0; i < t->n_compares; i++)
+        if (t->compares[i].kind < CMP_MOD_INDEX ||
+            t->compares[i].kind > CMP_VALUE)
+            return false;
+    for (unsigned i = 0; i < t->n_success; i++)
+        if (t->success[i].kind < OP_PUT || t->success[i].kind > OP_GET)
+            return false;
+    for (unsigned i = 0; i < t->n_failure; i++)
+        if (t->failure[i].kind < OP_PUT || t->failure[i].kind > OP_GET)
+            return false;
+    return true;
+}
+
 long command_encode(const struct command *cmds, unsigned n, void *buf,
                     size_t cap)
 {
@@ -135,6 +209,8 @@ long command_encode(const struct command *cmds, unsigned n, void *buf,
     for (unsigned i = 0; i < n; i++) {
         size_t s = command_size(&cmds[i]);
         if (s == 0)
+            return COMMAND_EMALFORMED;
+        if (cmds[i].type == CMD_TXN && !txn_kinds_valid(cmds[i].txn))
             return COMMAND_EMALFORMED;
         payload += s;
     }
@@ -167,6 +243,18 @@ long command_encode(const struct command *cmds, unsigned n, void *buf,
             p = bytes_put(p, c->name);
             p = bytes_put(p, c->raft_addr);
             p = bytes_put(p, c->http_addr);
+            break;
+        case CMD_PUT_CAS:
+            p = bytes_put(p, c->key);
+            p = bytes_put(p, c->value);
+            p = varint_put(p, c->cas);
+            break;
+        case CMD_DELETE_CAS:
+            p = bytes_put(p, c->key);
+            p = varint_put(p, c->cas);
+            break;
+        case CMD_TXN:
+            p = txn_put(p, c->txn);
             break;
         }
     }
@@ -220,6 +308,109 @@ int command_iter_init(struct command_iter *it, const void *buf, size_t len)
     return (int)count;
 }
 
+static int op_get(const uint8_t **p, const uint8_t *end,
+                  struct command_op *op)
+{
+    if (*p == end)
+        return -1;
+    op->kind = (enum command_op_kind) * (*p)++;
+    if (op->kind < OP_PUT || op->kind > OP_GET)
+        return -1;
+    if (bytes_get(p, end, &op->key) != 0)
+        return -1;
+    op->value.base = NULL;
+    op->value.len = 0;
+    if (op->kind == OP_PUT && bytes_get(p, end, &op->value) != 0)
+        return -1;
+    return 0;
+}
+
+static int compare_get(const uint8_t **p, const uint8_t *end,
+                       struct command_compare *cmp)
+{
+    if (*p == end)
+        return -1;
+    cmp->kind = (enum command_cmp_kind) * (*p)++;
+    if (cmp->kind < CMP_MOD_INDEX || cmp->kind > CMP_VALUE)
+        return -1;
+    if (bytes_get(p, end, &cmp->key) != 0)
+        return -1;
+    cmp->number = 0;
+    cmp->value.base = NULL;
+    cmp->value.len = 0;
+    if (cmp->kind == CMP_VALUE)
+        return bytes_get(p, end, &cmp->value);
+    return varint_get(p, end, &cmp->number);
+}
+
+/* Read a count that cannot exceed the bytes left (each item takes >= 2). */
+static int count_get(const uint8_t **p, const uint8_t *end, unsigned *out)
+{
+    uint64_t n;
+    if (varint_get(p, end, &n) != 0 || n > (uint64_t)(end - *p) / 2)
+        return -1;
+    *out = (unsigned)n;
+    return 0;
+}
+
+/* Validate a whole CMD_TXN body in place and record its span. */
+static int txn_get(const uint8_t **p, const uint8_t *end, struct command *cmd)
+{
+    struct command_compare cmp;
+    struct command_op op;
+    const uint8_t *start = *p;
+
+    if (count_get(p, end, &cmd->n_compares) != 0)
+        return -1;
+    for (unsigned i = 0; i < cmd->n_compares; i++)
+        if (compare_get(p, end, &cmp) != 0)
+            return -1;
+    if (count_get(p, end, &cmd->n_success) != 0)
+        return -1;
+    for (unsigned i = 0; i < cmd->n_success; i++)
+        if (op_get(p, end, &op) != 0)
+            return -1;
+    if (count_get(p, end, &cmd->n_failure) != 0)
+        return -1;
+    for (unsigned i = 0; i < cmd->n_failure; i++)
+        if (op_get(p, end, &op) != 0)
+            return -1;
+    cmd->txn_raw.base = start;
+    cmd->txn_raw.len = (size_t)(*p - start);
+    return 0;
+}
+
+void command_txn_reader_init(struct command_txn_reader *r,
+                             const struct command *cmd)
+{
+    uint64_t n = 0;
+    r->pos = cmd->txn_raw.base;
+    r->end = cmd->txn_raw.base + cmd->txn_raw.len;
+    varint_get(&r->pos, r->end, &n);
+    r->list = 0;
+    r->left = (unsigned)n;
+}
+
+void command_txn_next_compare(struct command_txn_reader *r,
+                              struct command_compare *out)
+{
+    compare_get(&r->pos, r->end, out);
+    r->left--;
+}
+
+void command_txn_next_op(struct command_txn_reader *r, struct command_op *out)
+{
+    /* Step over the count that opens the next list. */
+    while (r->left == 0 && r->list < 2) {
+        uint64_t n = 0;
+        varint_get(&r->pos, r->end, &n);
+        r->list++;
+        r->left = (unsigned)n;
+    }
+    op_get(&r->pos, r->end, out);
+    r->left--;
+}
+
 int command_iter_next(struct command_iter *it, struct command *cmd)
 {
     const uint8_t **p = &it->pos;
@@ -250,6 +441,21 @@ int command_iter_next(struct command_iter *it, struct command *cmd)
             bytes_get(p, it->end, &cmd->name) != 0 ||
             bytes_get(p, it->end, &cmd->raft_addr) != 0 ||
             bytes_get(p, it->end, &cmd->http_addr) != 0)
+            return COMMAND_EMALFORMED;
+        break;
+    case CMD_PUT_CAS:
+        if (bytes_get(p, it->end, &cmd->key) != 0 ||
+            bytes_get(p, it->end, &cmd->value) != 0 ||
+            varint_get(p, it->end, &cmd->cas) != 0)
+            return COMMAND_EMALFORMED;
+        break;
+    case CMD_DELETE_CAS:
+        if (bytes_get(p, it->end, &cmd->key) != 0 ||
+            varint_get(p, it->end, &cmd->cas) != 0)
+            return COMMAND_EMALFORMED;
+        break;
+    case CMD_TXN:
+        if (txn_get(p, it->end, cmd) != 0)
             return COMMAND_EMALFORMED;
         break;
     default:

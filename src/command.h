@@ -43,12 +43,53 @@ enum command_type {
     CMD_INIT = 3,       /* cluster_id: first entry of a new cluster */
     CMD_MEMBER_PUT = 4, /* id, name, raft_addr, http_addr */
     CMD_MEMBER_DEL = 5, /* id */
+    CMD_PUT_CAS = 6,    /* key, value, cas: put if mod_index == cas */
+    CMD_DELETE_CAS = 7, /* key, cas: delete if mod_index == cas */
+    CMD_TXN = 8,        /* compares, success ops, failure ops */
 };
+
+/* A transaction (CMD_TXN), encoded as:
+ *   varint n_compares, compares: u8 kind, key, then varint number (MOD_INDEX,
+ *   VERSION) or bytes value (VALUE);
+ *   varint n_success, ops; varint n_failure, ops: u8 kind, key, then bytes
+ *   value for PUT. */
+enum command_cmp_kind {
+    CMP_MOD_INDEX = 1, /* key's mod_index == number (0: key absent) */
+    CMP_VERSION = 2,   /* key's version == number (0: key absent) */
+    CMP_VALUE = 3,     /* key exists and its value == value */
+};
+
+enum command_op_kind { OP_PUT = 1, OP_DELETE = 2, OP_GET = 3 };
 
 struct command_bytes
 {
     const uint8_t *base;
     size_t len;
+};
+
+struct command_compare
+{
+    enum command_cmp_kind kind;
+    struct command_bytes key;
+    uint64_t number;
+    struct command_bytes value;
+};
+
+struct command_op
+{
+    enum command_op_kind kind;
+    struct command_bytes key;
+    struct command_bytes value; /* OP_PUT */
+};
+
+struct command_txn
+{
+    const struct command_compare *compares;
+    unsigned n_compares;
+    const struct command_op *success;
+    unsigned n_success;
+    const struct command_op *failure;
+    unsigned n_failure;
 };
 
 struct command
@@ -60,7 +101,30 @@ struct command
     struct command_bytes name;      /* MEMBER_PUT */
     struct command_bytes raft_addr; /* MEMBER_PUT */
     struct command_bytes http_addr; /* MEMBER_PUT, may be empty */
+    uint64_t cas;                   /* PUT_CAS, DELETE_CAS */
+    /* CMD_TXN.  Encoding reads @txn.  Decoding fills the counts and @txn_raw
+     * (the validated encoded parts), read back with command_txn_reader. */
+    const struct command_txn *txn;
+    unsigned n_compares, n_success, n_failure;
+    struct command_bytes txn_raw;
 };
+
+/* Reads a decoded CMD_TXN back: all n_compares compares, then the n_success
+ * success ops, then the n_failure failure ops, strictly in that order (to
+ * reach the failure ops, read past the success ops).  The decoder has
+ * validated everything, so reading cannot fail. */
+struct command_txn_reader
+{
+    const uint8_t *pos, *end;
+    int list;      /* 0 compares, 1 success ops, 2 failure ops */
+    unsigned left; /* items left in the current list */
+};
+
+void command_txn_reader_init(struct command_txn_reader *r,
+                             const struct command *cmd);
+void command_txn_next_compare(struct command_txn_reader *r,
+                              struct command_compare *out);
+void command_txn_next_op(struct command_txn_reader *r, struct command_op *out);
 
 /* --- Encoding ---------------------------------------------------------- */
 

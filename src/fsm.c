@@ -5,6 +5,7 @@
  * is one short LMDB write transaction. */
 #include "fsm.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,8 +38,13 @@ int fsm_init(struct fsm *f, struct store *store)
 void fsm_close(struct fsm *f)
 {
     free(f->result.outcomes);
+    free(f->result.ops);
+    free(f->arena);
     f->result.outcomes = NULL;
-    f->outcomes_cap = 0;
+    f->result.ops = NULL;
+    f->arena = NULL;
+    f->outcomes_cap = f->ops_cap = 0;
+    f->arena_len = f->arena_cap = 0;
 }
 
 static void fsm_fail(struct fsm *f, const char *what, int rv)
@@ -50,11 +56,20 @@ static void fsm_fail(struct fsm *f, const char *what, int rv)
         f->fatal(f->fatal_arg, msg);
 }
 
-static int apply_put(struct store_txn *t, uint64_t index,
-                     const struct command *c, struct fsm_outcome *o)
+static void meta_from(struct fsm_outcome *o, const struct store_record *rec)
+{
+    o->exists = true;
+    o->create_index = rec->create_index;
+    o->mod_index = rec->mod_index;
+    o->version = rec->version;
+}
+
+/* Write @value under @key at @index; fills the new metadata into @o. */
+static int do_put(struct store_txn *t, uint64_t index, struct command_bytes key,
+                  struct command_bytes value, struct fsm_outcome *o)
 {
     struct store_record rec;
-    int rv = store_kv_get(t, c->key.base, c->key.len, &rec);
+    int rv = store_kv_get(t, key.base, key.len, &rec);
 
     if (rv == STORE_ENOTFOUND) {
         rec.create_index = index;
@@ -64,22 +79,21 @@ static int apply_put(struct store_txn *t, uint64_t index,
     }
     rec.mod_index = index;
     rec.version++;
-    rec.value = c->value.base;
-    rec.value_len = c->value.len;
-    rv = store_kv_put(t, c->key.base, c->key.len, &rec, false);
+    rec.value = value.base;
+    rec.value_len = value.len;
+    rv = store_kv_put(t, key.base, key.len, &rec, false);
     if (rv != 0)
         return rv;
-    o->create_index = rec.create_index;
-    o->mod_index = rec.mod_index;
-    o->version = rec.version;
+    meta_from(o, &rec);
     return 0;
 }
 
-static int apply_delete(struct store_txn *t, const struct command *c,
-                        struct fsm_outcome *o)
+/* Delete @key; o->exists tells whether it was there. */
+static int do_delete(struct store_txn *t, struct command_bytes key,
+                     struct fsm_outcome *o)
 {
     struct store_record rec;
-    int rv = store_kv_get(t, c->key.base, c->key.len, &rec);
+    int rv = store_kv_get(t, key.base, key.len, &rec);
 
     if (rv == STORE_ENOTFOUND) {
         o->status = FSM_ENOTFOUND;
@@ -87,22 +101,204 @@ static int apply_delete(struct store_txn *t, const struct command *c,
     }
     if (rv != 0)
         return rv;
-    o->create_index = rec.create_index;
-    o->mod_index = rec.mod_index;
-    o->version = rec.version;
-    return store_kv_del(t, c->key.base, c->key.len);
+    meta_from(o, &rec);
+    return store_kv_del(t, key.base, key.len);
+}
+
+/* Does @key's current mod_index equal @cas (0: absent)?  Fills the current
+ * metadata into @o either way. */
+static int cas_matches(struct store_txn *t, struct command_bytes key,
+                       uint64_t cas, struct fsm_outcome *o, bool *match)
+{
+    struct store_record rec;
+    int rv = store_kv_get(t, key.base, key.len, &rec);
+
+    if (rv == STORE_ENOTFOUND) {
+        *match = cas == 0;
+        return 0;
+    }
+    if (rv != 0)
+        return rv;
+    meta_from(o, &rec);
+    *match = rec.mod_index == cas;
+    return 0;
+}
+
+static int compare_holds(struct store_txn *t, const struct command_compare *c,
+                         bool *holds)
+{
+    struct store_record rec;
+    int rv = store_kv_get(t, c->key.base, c->key.len, &rec);
+    bool exists = rv == 0;
+
+    if (rv != 0 && rv != STORE_ENOTFOUND)
+        return rv;
+    switch (c->kind) {
+    case CMP_MOD_INDEX:
+        *holds = exists ? rec.mod_index == c->number : c->number == 0;
+        break;
+    case CMP_VERSION:
+        *holds = exists ? rec.version == c->number : c->number == 0;
+        break;
+    case CMP_VALUE:
+        *holds = exists && rec.value_len == c->value.len &&
+                 (c->value.len == 0 ||
+                  memcmp(rec.value, c->value.base, c->value.len) == 0);
+        break;
+    }
+    return 0;
+}
+
+static int ops_reserve(struct fsm *f, unsigned n)
+{
+    struct fsm_op_result *o;
+    if (n <= f->ops_cap)
+        return 0;
+    o = realloc(f->result.ops, n * sizeof *o);
+    if (o == NULL)
+        return STORE_EIO;
+    f->result.ops = o;
+    f->ops_cap = n;
+    return 0;
+}
+
+/* Copy a value read by a transaction; returns its offset in the arena (the
+ * arena may move while the entry applies, so pointers are fixed up last). */
+static int arena_copy(struct fsm *f, const void *p, size_t len, size_t *off)
+{
+    if (f->arena_len + len > f->arena_cap) {
+        size_t cap = f->arena_cap ? f->arena_cap : 4096;
+        while (cap < f->arena_len + len)
+            cap *= 2;
+        uint8_t *a = realloc(f->arena, cap);
+        if (a == NULL)
+            return STORE_EIO;
+        f->arena = a;
+        f->arena_cap = cap;
+    }
+    if (len > 0)
+        memcpy(f->arena + f->arena_len, p, len);
+    *off = f->arena_len;
+    f->arena_len += len;
+    return 0;
+}
+
+static int apply_txn_op(struct fsm *f, struct store_txn *t, uint64_t index,
+                        const struct command_op *op, struct fsm_op_result *r)
+{
+    struct fsm_outcome o = {0};
+    struct store_record rec;
+    int rv;
+
+    memset(r, 0, sizeof *r);
+    r->kind = op->kind;
+    r->key = op->key;
+    switch (op->kind) {
+    case OP_PUT:
+        rv = do_put(t, index, op->key, op->value, &o);
+        r->found = true;
+        break;
+    case OP_DELETE:
+        rv = do_delete(t, op->key, &o);
+        r->found = o.status == 0;
+        break;
+    case OP_GET:
+        rv = store_kv_get(t, op->key.base, op->key.len, &rec);
+        if (rv == STORE_ENOTFOUND)
+            return 0;
+        if (rv != 0)
+            return rv;
+        meta_from(&o, &rec);
+        r->found = true;
+        rv = arena_copy(f, rec.value, rec.value_len, &r->value_off);
+        if (rv != 0)
+            return rv;
+        r->value_len = rec.value_len;
+        break;
+    default:
+        return 0;
+    }
+    r->create_index = o.create_index;
+    r->mod_index = o.mod_index;
+    r->version = o.version;
+    return rv;
+}
+
+static int apply_txn(struct fsm *f, struct store_txn *t, uint64_t index,
+                     const struct command *c, struct fsm_outcome *o)
+{
+    struct command_txn_reader rd;
+    struct command_compare cmp;
+    struct command_op op;
+    bool all = true;
+    int rv;
+
+    command_txn_reader_init(&rd, c);
+    for (unsigned i = 0; i < c->n_compares; i++) {
+        bool holds = false;
+        command_txn_next_compare(&rd, &cmp);
+        if ((rv = compare_holds(t, &cmp, &holds)) != 0)
+            return rv;
+        all = all && holds;
+    }
+    o->succeeded = all;
+    o->first_op = f->result.n_ops;
+    o->n_ops = all ? c->n_success : c->n_failure;
+    if ((rv = ops_reserve(f, f->result.n_ops + o->n_ops)) != 0)
+        return rv;
+    for (unsigned i = 0; i < c->n_success; i++) {
+        command_txn_next_op(&rd, &op);
+        if (!all)
+            continue;
+        rv = apply_txn_op(f, t, index, &op, &f->result.ops[f->result.n_ops]);
+        if (rv != 0)
+            return rv;
+        f->result.n_ops++;
+    }
+    for (unsigned i = 0; all == false && i < c->n_failure; i++) {
+        command_txn_next_op(&rd, &op);
+        rv = apply_txn_op(f, t, index, &op, &f->result.ops[f->result.n_ops]);
+        if (rv != 0)
+            return rv;
+        f->result.n_ops++;
+    }
+    return 0;
 }
 
 static int apply_command(struct fsm *f, struct store_txn *t, uint64_t index,
                          const struct command *c, struct fsm_outcome *o)
 {
     struct store_member m;
+    bool match = false;
+    int rv;
 
     switch (c->type) {
     case CMD_PUT:
-        return apply_put(t, index, c, o);
+        return do_put(t, index, c->key, c->value, o);
     case CMD_DELETE:
-        return apply_delete(t, c, o);
+        return do_delete(t, c->key, o);
+    case CMD_PUT_CAS:
+        if ((rv = cas_matches(t, c->key, c->cas, o, &match)) != 0)
+            return rv;
+        if (!match) {
+            o->status = FSM_ECOMPARE;
+            return 0;
+        }
+        return do_put(t, index, c->key, c->value, o);
+    case CMD_DELETE_CAS:
+        if ((rv = cas_matches(t, c->key, c->cas, o, &match)) != 0)
+            return rv;
+        if (!match) {
+            o->status = FSM_ECOMPARE;
+            return 0;
+        }
+        if (!o->exists) {
+            o->status = FSM_ENOTFOUND; /* cas=0 on a missing key */
+            return 0;
+        }
+        return store_kv_del(t, c->key.base, c->key.len);
+    case CMD_TXN:
+        return apply_txn(f, t, index, c, o);
     case CMD_INIT:
         if (f->cluster_id != 0 && f->cluster_id != c->id) {
             log_warn("entry %llu re-initializes cluster %016llx as %016llx; "
@@ -124,10 +320,9 @@ static int apply_command(struct fsm *f, struct store_txn *t, uint64_t index,
         m.http_addr = (const char *)c->http_addr.base;
         m.http_addr_len = c->http_addr.len;
         return store_member_put(t, &m, false);
-    case CMD_MEMBER_DEL: {
-        int rv = store_member_del(t, c->id);
+    case CMD_MEMBER_DEL:
+        rv = store_member_del(t, c->id);
         return rv == STORE_ENOTFOUND ? 0 : rv;
-    }
     }
     return 0;
 }
@@ -159,6 +354,8 @@ static int apply_once(struct fsm *f, uint64_t index, const void *buf,
     rv = store_txn_begin(f->store, true, &t);
     if (rv != 0)
         return rv;
+    f->result.n_ops = 0;
+    f->arena_len = 0;
     command_iter_init(&it, buf, len);
     for (unsigned i = 0; i < n; i++) {
         struct fsm_outcome *o = &f->result.outcomes[i];
@@ -190,6 +387,7 @@ int fsm_apply_entry(struct fsm *f, uint64_t index, const void *buf,
 
     f->result.index = index;
     f->result.n = 0;
+    f->result.n_ops = 0;
     *result = &f->result;
     if (index <= f->applied_index)
         return 0; /* already in the store: replayed at start */
@@ -236,6 +434,12 @@ int fsm_apply_entry(struct fsm *f, uint64_t index, const void *buf,
     }
     f->applied_index = index;
     f->result.n = (unsigned)n;
+    /* The arena is final now: turn value offsets into pointers. */
+    for (unsigned i = 0; i < f->result.n_ops; i++) {
+        struct fsm_op_result *r = &f->result.ops[i];
+        if (r->kind == OP_GET && r->found)
+            r->value = f->arena + r->value_off;
+    }
     return 0;
 }
 

@@ -21,29 +21,53 @@
 #define RAFTKV_FSM_H
 
 #include <raft.h>
+#include <stdbool.h>
 #include <stdint.h>
 
+#include "command.h"
 #include "store.h"
 
 /* Outcome of one command of the entry just applied. */
 struct fsm_outcome
 {
-    int status;           /* 0, or FSM_ENOTFOUND (delete of a missing key) */
-    uint64_t index;       /* the entry's Raft index */
+    int status;      /* 0, FSM_ENOTFOUND or FSM_ECOMPARE */
+    uint64_t index;  /* the entry's Raft index */
+    /* PUT: the new metadata.  DELETE: the deleted key's.  ECOMPARE: the
+     * current key's (all 0 when it does not exist). */
+    bool exists;
     uint64_t create_index;
     uint64_t mod_index;
     uint64_t version;
+    /* TXN: which branch ran and its op results in fsm_result.ops */
+    bool succeeded;
+    unsigned first_op, n_ops;
 };
 
-#define FSM_ENOTFOUND 1
+/* Result of one operation of a transaction. */
+struct fsm_op_result
+{
+    enum command_op_kind kind;
+    struct command_bytes key; /* points into the entry */
+    bool found;               /* GET: key exists; DELETE: it existed */
+    uint64_t create_index, mod_index, version;
+    const void *value; /* GET: a copy owned by the fsm */
+    size_t value_len;
+    size_t value_off; /* where the copy sits in the arena (internal) */
+};
+
+#define FSM_ENOTFOUND 1 /* delete of a missing key */
+#define FSM_ECOMPARE 2  /* a cas did not match */
 
 /* What fsm_apply_entry hands to the apply callback (via raft's result
- * pointer).  Owned by the fsm and valid until the next apply. */
+ * pointer).  Owned by the fsm and valid until the next apply: libraft runs
+ * the callback of the leader's request right after applying its entry. */
 struct fsm_result
 {
     uint64_t index;
     unsigned n;                   /* 0 when the entry was skipped */
     struct fsm_outcome *outcomes; /* n of them, in command order */
+    struct fsm_op_result *ops;    /* transaction op results */
+    unsigned n_ops;
 };
 
 struct fsm
@@ -61,6 +85,9 @@ struct fsm
     void *fatal_arg;
     struct fsm_result result;
     unsigned outcomes_cap;
+    unsigned ops_cap;
+    uint8_t *arena; /* copies of values read by transactions */
+    size_t arena_len, arena_cap;
 };
 
 /* Load the applied index and cluster id from @store.  Errors: STORE_E*. */

@@ -123,8 +123,16 @@ struct http_req
     bool server_answered; /* 499 or 503 on the user's behalf */
     struct http_watch *watch;
     struct http_req *prev, *next; /* server->pending, while PENDING */
-    void (*on_release)(void *arg);
-    void *release_arg;
+    /* Release watchers: a request can be handed from one waiting operation
+     * to the next (a write that turns into a relay to the leader). */
+    struct
+    {
+        void (*cb)(void *arg);
+        void *arg;
+    } release[HTTP_MAX_RELEASE_WATCHERS];
+    unsigned n_release;
+    uint64_t start_ns; /* uv_hrtime when the handler got the request */
+    int tag;
 };
 
 struct http_server
@@ -148,6 +156,8 @@ struct http_server
     struct http_conn *conns;
     size_t nconns;
     struct http_req *pending;
+    http_observer_cb observer;
+    void *observer_arg;
 
     bool listener_open;
     bool stopping;
@@ -417,14 +427,14 @@ static void http_watch(struct http_req *r)
 static void http_req_dispose(void *p)
 {
     struct http_req *r = p;
-    void (*cb)(void *) = r->on_release;
+    unsigned n = r->n_release;
 
     http_unwatch(r);
     http_pending_unlink(r);
     r->state = HTTP_REQ_REPLIED;
-    r->on_release = NULL;
-    if (cb != NULL)
-        cb(r->release_arg);
+    r->n_release = 0;
+    for (unsigned i = 0; i < n; i++)
+        r->release[i].cb(r->release[i].arg);
 }
 
 /* --- Answering ---------------------------------------------------------- */
@@ -445,6 +455,9 @@ static void http_send(struct http_req *r, int status, const char *type,
     }
     if (r->server->stopping)
         req->http1_is_persistent = 0;
+    if (r->server->observer != NULL)
+        r->server->observer(r, status, uv_hrtime() - r->start_ns, r->tag,
+                            r->server->observer_arg);
     req->res.status = status;
     req->res.reason = http_reason(status);
     if (type != NULL)
@@ -558,10 +571,16 @@ void http_add_header(struct http_req *req, const char *name,
 void http_req_on_release(struct http_req *req, void (*cb)(void *arg),
                          void *arg)
 {
-    if (req->on_release != NULL)
-        log_warn("http: release watcher replaced");
-    req->on_release = cb;
-    req->release_arg = arg;
+    if (req->n_release == HTTP_MAX_RELEASE_WATCHERS) {
+        /* A bug in the caller; refusing would leak its operation, so this
+         * aborts loudly instead. */
+        log_error("http: more than %d release watchers on one request",
+                  HTTP_MAX_RELEASE_WATCHERS);
+        abort();
+    }
+    req->release[req->n_release].cb = cb;
+    req->release[req->n_release].arg = arg;
+    req->n_release++;
 }
 
 /* --- Reading a request ---------------------------------------------------- */
@@ -765,7 +784,8 @@ static int http_on_req(h2o_handler_t *self, h2o_req_t *hreq)
     size_t hbytes;
 
     *r = (struct http_req){.h2o = hreq, .server = s,
-                           .state = HTTP_REQ_IN_CALLBACK};
+                           .state = HTTP_REQ_IN_CALLBACK,
+                           .start_ns = uv_hrtime()};
     if (s->stopping) {
         http_reply_error(r, 503, "server is shutting down");
         return 0;
@@ -1138,4 +1158,12 @@ void http_stop(struct http_server *s, void (*done)(void *arg), void *arg)
      * their current response, since keep-alive is now off. */
     http_shutdown_conns(s, SHUT_RD);
     uv_timer_start(&s->grace, http_on_stop_grace, HTTP_STOP_GRACE_MS, 0);
+}
+
+void http_req_set_tag(struct http_req *req, int tag) { req->tag = tag; }
+
+void http_set_observer(struct http_server *s, http_observer_cb cb, void *arg)
+{
+    s->observer = cb;
+    s->observer_arg = arg;
 }

@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 struct http_server;
@@ -89,9 +90,24 @@ void http_reply_error(struct http_req *req, int status, const char *fmt, ...)
 
 /* Run @cb(@arg) exactly once when @req is freed: after its reply has been
  * handed to the connection, or when the client went away before a reply.
- * One watcher per request. */
+ * Up to HTTP_MAX_RELEASE_WATCHERS per request, run in the order added. */
+#define HTTP_MAX_RELEASE_WATCHERS 4
 void http_req_on_release(struct http_req *req, void (*cb)(void *arg),
                          void *arg);
+
+/* --- Observing ------------------------------------------------------------ */
+
+/* An integer the application attaches to a request (its route, say), handed
+ * back to the observer.  Default 0. */
+void http_req_set_tag(struct http_req *req, int tag);
+
+/* Called once for every response this server sends through the handler
+ * path (the application's replies and the server's own 413/431/499/503),
+ * just before it goes out: @elapsed_ns counts from the request's arrival at
+ * the handler.  The request is still readable during the call. */
+typedef void (*http_observer_cb)(struct http_req *req, int status,
+                                 uint64_t elapsed_ns, int tag, void *arg);
+void http_set_observer(struct http_server *s, http_observer_cb cb, void *arg);
 
 /* --- Helpers that need no request ------------------------------------ */
 

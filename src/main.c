@@ -150,7 +150,10 @@ int main(int argc, char **argv)
     uv_loop_init(&s.loop);
     if (node_start(&s.node, &s.loop, &s.cfg, raft_addr, http_addr) != 0)
         return 1;
-    api_init(&s.api, &s.node, &s.cfg);
+    if (api_init(&s.api, &s.node, &s.cfg) != 0) {
+        log_error("out of memory");
+        return 1;
+    }
     opts = (struct http_options){.host = http_ip,
                                  .port = s.cfg.http_port,
                                  .max_body = s.cfg.max_body_size,
@@ -161,6 +164,7 @@ int main(int argc, char **argv)
                   uv_strerror(rv));
         return 1;
     }
+    http_set_observer(s.http, api_observe, &s.api);
     uv_signal_init(&s.loop, &s.sigint);
     uv_signal_init(&s.loop, &s.sigterm);
     s.sigint.data = s.sigterm.data = &s;
@@ -170,6 +174,7 @@ int main(int argc, char **argv)
              s.cfg.node_id, raft_addr, http_addr, s.cfg.data_dir);
 
     uv_run(&s.loop, UV_RUN_DEFAULT);
+    api_close(&s.api);
     rv = uv_loop_close(&s.loop);
     if (rv != 0) {
         log_error("loop closed with handles still open: %s", uv_strerror(rv));

@@ -415,3 +415,164 @@ void membership_stop(struct node *n)
         j->cb(j, NODE_ESHUTDOWN, node_strerror(NODE_ESHUTDOWN));
     }
 }
+
+/* --- removal and transfer ---------------------------------------------- */
+
+static const struct raft_server *config_find(struct node *n, raft_id id)
+{
+    const struct raft_configuration *c = &n->raft.configuration;
+    for (unsigned i = 0; i < c->n; i++)
+        if (c->servers[i].id == id)
+            return &c->servers[i];
+    return NULL;
+}
+
+static unsigned voter_count(struct node *n)
+{
+    const struct raft_configuration *c = &n->raft.configuration;
+    unsigned v = 0;
+    for (unsigned i = 0; i < c->n; i++)
+        v += c->servers[i].role == RAFT_VOTER;
+    return v;
+}
+
+static void change_finish(struct member_change *c, int status)
+{
+    c->node->change_active = false;
+    if (status != 0 && c->msg[0] == '\0')
+        snprintf(c->msg, sizeof c->msg, "%s", node_strerror(status));
+    c->cb(c, status, c->msg); /* may free c */
+}
+
+static void unrecorded_cb(struct node_apply_req *req, int status,
+                          const struct fsm_result *result)
+{
+    struct member_change *c = req->data;
+    (void)result;
+    if (status != 0)
+        log_warn("member %s removed, but its record stays: %s", c->name,
+                 node_strerror(status));
+    log_info("member %s removed", c->name);
+    change_finish(c, 0); /* the removal itself is committed */
+}
+
+static void removed_member_cb(struct raft_change *change, int status)
+{
+    struct member_change *c = change->data;
+    struct command cmd = {.type = CMD_MEMBER_DEL, .id = c->id};
+    int rv;
+
+    if (status != 0) {
+        snprintf(c->msg, sizeof c->msg, "removing %s failed: %s", c->name,
+                 raft_strerror(status));
+        change_finish(c, change_status(status));
+        return;
+    }
+    rv = node_apply(c->node, &c->apply, &cmd, 1, unrecorded_cb, c);
+    if (rv != 0) {
+        log_warn("member %s removed, but its record stays: %s", c->name,
+                 node_strerror(rv));
+        change_finish(c, 0);
+    }
+}
+
+static int change_begin(struct node *n, struct member_change *c,
+                        const char *name, member_change_cb cb, void *data)
+{
+    memset(c, 0, sizeof *c);
+    c->node = n;
+    c->cb = cb;
+    c->data = data;
+    if (name != NULL)
+        snprintf(c->name, sizeof c->name, "%s", name);
+    if (!node_is_leader(n))
+        return NODE_ENOTLEADER;
+    if (n->change_active || n->join_active != NULL)
+        return NODE_EBUSY;
+    return 0;
+}
+
+int membership_remove(struct node *n, struct member_change *c,
+                      const char *name, member_change_cb cb, void *data)
+{
+    const struct raft_server *s;
+    int rv = change_begin(n, c, name, cb, data);
+
+    if (rv != 0)
+        return rv;
+    c->id = node_name_id(name);
+    s = config_find(n, c->id);
+    if (s == NULL)
+        return NODE_ENOTFOUND;
+    if (c->id == n->id)
+        return 1;
+    if (s->role == RAFT_VOTER && voter_count(n) <= 1)
+        return NODE_ECONFLICT;
+    c->change.data = c;
+    rv = raft_remove(&n->raft, &c->change, c->id, removed_member_cb);
+    if (rv != 0) {
+        snprintf(c->msg, sizeof c->msg, "cannot remove %s: %s", name,
+                 raft_strerror(rv));
+        return change_status(rv) == 0 ? NODE_EIO : change_status(rv);
+    }
+    n->change_active = true;
+    log_info("removing member %s", name);
+    return 0;
+}
+
+static void transferred_cb(struct raft_transfer *t)
+{
+    struct member_change *c = t->data;
+    struct node *n = c->node;
+    raft_id leader = 0;
+    const char *addr = NULL;
+
+    raft_leader(&n->raft, &leader, &addr);
+    bool moved = leader != 0 && leader != n->id &&
+                 (c->id == 0 || leader == c->id);
+    if (!moved) {
+        snprintf(c->msg, sizeof c->msg,
+                 "leadership did not move%s%s within the election timeout",
+                 c->name[0] ? " to " : "", c->name);
+        change_finish(c, NODE_ETIMEOUT);
+        return;
+    }
+    c->id = leader;
+    change_finish(c, 0);
+}
+
+int membership_transfer(struct node *n, struct member_change *c,
+                        const char *name, member_change_cb cb, void *data)
+{
+    const struct raft_server *s;
+    int rv = change_begin(n, c, name, cb, data);
+
+    if (rv != 0)
+        return rv;
+    if (name != NULL && name[0] != '\0') {
+        c->id = node_name_id(name);
+        s = config_find(n, c->id);
+        if (s == NULL)
+            return NODE_ENOTFOUND;
+        if (c->id == n->id)
+            return 1;
+        if (s->role != RAFT_VOTER) {
+            snprintf(c->msg, sizeof c->msg, "%s is not a voter", name);
+            return NODE_ECONFLICT;
+        }
+    } else if (voter_count(n) < 2) {
+        snprintf(c->msg, sizeof c->msg, "there is no other voter");
+        return NODE_ECONFLICT;
+    }
+    c->transfer.data = c;
+    rv = raft_transfer(&n->raft, &c->transfer, c->id, transferred_cb);
+    if (rv != 0) {
+        snprintf(c->msg, sizeof c->msg, "cannot transfer leadership: %s",
+                 raft_strerror(rv));
+        return rv == RAFT_NOTFOUND || rv == RAFT_BADID ? NODE_ECONFLICT
+                                                       : NODE_EBUSY;
+    }
+    n->change_active = true;
+    log_info("transferring leadership to %s", c->name[0] ? c->name : "any voter");
+    return 0;
+}

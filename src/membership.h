@@ -58,6 +58,41 @@ int membership_join(struct node *n, struct join_req *j, const char *name,
                     const char *raft_hostport, const char *http_addr,
                     join_cb cb, void *data);
 
+struct member_change;
+typedef void (*member_change_cb)(struct member_change *c, int status,
+                                 const char *msg);
+
+/* A removal or a leadership transfer.  Owned by the caller; must live until
+ * @cb, which runs exactly once. */
+struct member_change
+{
+    struct node *node;
+    raft_id id;
+    char name[CONFIG_NAME_MAX + 1];
+    member_change_cb cb;
+    void *data;
+    struct raft_change change;
+    struct raft_transfer transfer;
+    struct node_apply_req apply;
+    char msg[256];
+};
+
+/* Remove member @name.  Returns 0 (then @cb runs once), or at once:
+ * NODE_ENOTLEADER, NODE_ENOTFOUND (not a member), NODE_ECONFLICT (it is the
+ * last voter), NODE_EBUSY, or 1 when @name is this node, the leader: the
+ * caller must first move leadership away (membership_transfer) and let the
+ * new leader remove it. */
+int membership_remove(struct node *n, struct member_change *c,
+                      const char *name, member_change_cb cb, void *data);
+
+/* Hand leadership to @name (NULL or "": any up-to-date voter).  Returns 0
+ * (then @cb runs once: 0 when leadership moved there, NODE_ETIMEOUT when it
+ * did not), or at once: NODE_ENOTLEADER, NODE_ENOTFOUND, NODE_ECONFLICT
+ * (not a voter, or no other voter), NODE_EBUSY, or 1 when @name is this
+ * node, which already leads. */
+int membership_transfer(struct node *n, struct member_change *c,
+                        const char *name, member_change_cb cb, void *data);
+
 /* Drive waiting joins; called from the node's tick. */
 void membership_tick(struct node *n);
 

@@ -53,6 +53,10 @@ const char *node_strerror(int code)
         return "out of memory";
     case NODE_EIO:
         return "storage error";
+    case NODE_ENOTFOUND:
+        return "no such member";
+    case NODE_EBUSY:
+        return "another membership change is in progress; retry";
     }
     return "unknown error";
 }
@@ -330,6 +334,12 @@ int node_apply(struct node *n, struct node_apply_req *req,
 
 /* --- membership views ---------------------------------------------------- */
 
+uint64_t node_applied_index(struct node *n)
+{
+    uint64_t raft = n->raft_open ? raft_last_applied(&n->raft) : 0;
+    return raft > n->fsm.applied_index ? raft : n->fsm.applied_index;
+}
+
 bool node_is_leader(struct node *n)
 {
     return n->raft_open && raft_state(&n->raft) == RAFT_LEADER;
@@ -366,6 +376,8 @@ int node_member(struct node *n, raft_id id, struct node_member *out)
     for (unsigned i = 0; i < c->n; i++) {
         if (c->servers[i].id != id)
             continue;
+        if (out == NULL)
+            return 0;
         out->id = id;
         out->role = c->servers[i].role;
         snprintf(out->raft_addr, sizeof out->raft_addr, "%s",
@@ -629,6 +641,7 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
     n->started_ms = uv_now(loop);
     queue_init(&n->waiters);
     queue_init(&n->joins);
+    readindex_init(&n->reads, n);
     snprintf(n->raft_addr, sizeof n->raft_addr, "%s", raft_addr);
     snprintf(n->http_addr, sizeof n->http_addr, "%s", http_addr);
     snprintf(n->raft_dir, sizeof n->raft_dir, "%s/raft", cfg->data_dir);
@@ -734,6 +747,7 @@ void node_stop(struct node *n, void (*cb)(struct node *n))
     n->stopped_cb = cb;
     n->phase = NODE_STOPPING;
     membership_stop(n);
+    readindex_fail_all(&n->reads, NODE_ESHUTDOWN);
     if (!closing_raft_already)
         wake_waiters(n, NODE_ESHUTDOWN);
     if (n->tick.data != NULL)

@@ -32,6 +32,7 @@
 #include "config.h"
 #include "fsm.h"
 #include "queue.h"
+#include "readindex.h"
 #include "store.h"
 #include "transport.h"
 
@@ -48,6 +49,8 @@ enum {
     NODE_EUNREACHABLE = -9,    /* a peer address cannot be resolved/used */
     NODE_ENOMEM = -10,
     NODE_EIO = -11,
+    NODE_ENOTFOUND = -12,      /* no such member */
+    NODE_EBUSY = -13,          /* another membership change is running */
 };
 
 enum node_phase {
@@ -131,6 +134,9 @@ struct node
     /* membership changes, one at a time (membership.c) */
     struct queue joins;
     struct join_req *join_active;
+    bool change_active; /* a removal or transfer is running */
+
+    struct readindex reads; /* linearizable reads (readindex.c) */
 
     uint64_t elections_seen; /* leader changes observed */
     raft_id last_leader;
@@ -163,6 +169,11 @@ int node_apply(struct node *n, struct node_apply_req *req,
 
 bool node_is_leader(struct node *n);
 
+/* Highest log index this node has applied: Raft's count (which includes
+ * configuration changes and barriers) or the store's (which may be ahead
+ * right after a restart), whichever is higher. */
+uint64_t node_applied_index(struct node *n);
+
 /* The current leader as far as this node knows.  Returns 0 and fills @out,
  * or NODE_ENOLEADER. */
 int node_leader(struct node *n, struct node_member *out);
@@ -171,7 +182,8 @@ int node_leader(struct node *n, struct node_member *out);
  * store.  Fills up to @cap entries; returns the number of members. */
 unsigned node_members(struct node *n, struct node_member *out, unsigned cap);
 
-/* Look up one member by id in the configuration.  Returns 0 or -1. */
+/* Look up one member by id in the configuration (@out may be NULL to ask
+ * only whether it is there).  Returns 0 or -1. */
 int node_member(struct node *n, raft_id id, struct node_member *out);
 
 const char *node_role(struct node *n); /* leader/follower/candidate/... */

@@ -519,6 +519,28 @@ int store_cursor_next_member(struct store_cursor *c, struct store_member *m)
     return rc < 0 ? rc : 1;
 }
 
+int store_cursor_position(struct store_cursor *c, const void **pos,
+                          size_t *len)
+{
+    MDB_val k, v;
+    int rc = mdb_cursor_get(c->cur, &k, &v, MDB_GET_CURRENT);
+    if (rc != 0)
+        return store_err(rc, "cursor position");
+    *pos = k.mv_data;
+    *len = k.mv_size;
+    return 0;
+}
+
+long store_key_position(const void *key, size_t klen, void *buf)
+{
+    struct lmdb_key k;
+    int rv = key_encode(key, klen, &k);
+    if (rv != 0)
+        return rv;
+    memcpy(buf, k.val.mv_data, k.val.mv_size);
+    return (long)k.val.mv_size;
+}
+
 void store_cursor_close(struct store_cursor *c)
 {
     if (c->cur != NULL)

@@ -166,6 +166,16 @@ int store_cursor_next_kv(struct store_cursor *c, const void **key,
                          size_t *klen, struct store_record *rec);
 int store_cursor_next_member(struct store_cursor *c, struct store_member *m);
 
+/* The current entry's position in store order (its LMDB key: the key
+ * itself, or for a long key its prefix and hash), valid like the entry.
+ * Opening a cursor with this as @from resumes at that entry. */
+int store_cursor_position(struct store_cursor *c, const void **pos,
+                          size_t *len);
+
+/* The position a kv cursor would report for @key (see above) into @buf of
+ * STORE_SHORT_KEY bytes; returns its length, or STORE_EINVAL. */
+long store_key_position(const void *key, size_t klen, void *buf);
+
 void store_cursor_close(struct store_cursor *c);
 
 const char *store_strerror(int code);

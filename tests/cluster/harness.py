@@ -888,3 +888,219 @@ class Writer:
         if self.errors:
             raise AssertionError("writer thread crashed: %r" % self.errors)
         return self.count
+
+
+# --------------------------------------------------------------------------
+# v1 API helpers (docs/api.md) and shared clusters
+
+import base64  # noqa: E402 - only these helpers need it
+
+
+def quote_key(key):
+    """Percent-encode a key (str as UTF-8, or bytes) for a URL path, "/" included."""
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    return urllib.parse.quote_from_bytes(key, safe="")
+
+
+def query_string(params):
+    """"?a=1&flag" from {"a": 1, "flag": None}; values are percent-encoded
+    (str as UTF-8); None gives a bare name; an empty dict gives ""."""
+    if not params:
+        return ""
+    parts = []
+    for name, value in params.items():
+        if value is None:
+            parts.append(name)
+        else:
+            if not isinstance(value, (str, bytes)):
+                value = str(value)
+            parts.append("%s=%s" % (name, urllib.parse.quote(value, safe="")))
+    return "?" + "&".join(parts)
+
+
+def kv_path(key, **query):
+    """/v1/kv/{key} with the key fully percent-encoded, plus a query string."""
+    return "/v1/kv/" + quote_key(key) + query_string(query)
+
+
+def v1_put(node, key, value, timeout=None, **query):
+    if isinstance(value, str):
+        value = value.encode("utf-8")
+    return node.request("PUT", kv_path(key, **query), body=value,
+                        headers={"Content-Type": "application/octet-stream"},
+                        timeout=timeout)
+
+
+def v1_get(node, key, timeout=None, **query):
+    return node.request("GET", kv_path(key, **query), timeout=timeout)
+
+
+def v1_delete(node, key, timeout=None, **query):
+    return node.request("DELETE", kv_path(key, **query), timeout=timeout)
+
+
+def v1_list(node, timeout=None, **query):
+    return node.request("GET", "/v1/kv" + query_string(query), timeout=timeout)
+
+
+def v1_txn(node, body, timeout=None):
+    """POST /v1/txn; body is a JSON-able object, or str/bytes sent as is."""
+    if not isinstance(body, (str, bytes)):
+        body = json.dumps(body)
+    return node.request("POST", "/v1/txn", body=body,
+                        headers={"Content-Type": "application/json"}, timeout=timeout)
+
+
+def json_error_problem(r, statuses):
+    """None if r has one of `statuses` (an int or a collection) and a JSON
+    {"error": "<non-empty string>", ...} body; else a description of what is wrong."""
+    if isinstance(statuses, int):
+        statuses = (statuses,)
+    if r.status not in statuses:
+        return "got %r, want %s" % (r, "/".join(str(s) for s in statuses))
+    body = r.json
+    if not (isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]):
+        return "%d but the body is not a JSON {\"error\": ...}: %r" % (r.status, r.body[:200])
+    return None
+
+
+def assert_json_error(r, statuses, what=""):
+    problem = json_error_problem(r, statuses)
+    assert problem is None, "%s%s" % (what + ": " if what else "", problem)
+    return r.json
+
+
+class paused:
+    """Context manager: SIGSTOP the given nodes' processes, SIGCONT them on exit
+    (also when the body fails).  resume(node) continues one of them early."""
+
+    def __init__(self, *nodes):
+        self.nodes = [n for n in nodes]
+        self.stopped = []
+
+    def __enter__(self):
+        for n in self.nodes:
+            assert n.alive, "%s is not running" % n.name
+            os.kill(n.pid, signal.SIGSTOP)
+            self.stopped.append(n)
+        return self
+
+    def resume(self, node):
+        if node in self.stopped:
+            self.stopped.remove(node)
+            if node.alive:
+                os.kill(node.pid, signal.SIGCONT)
+
+    def __exit__(self, *exc):
+        for n in list(self.stopped):
+            self.resume(n)
+        return False
+
+
+def leader_and_followers(cluster, nodes=None, timeout=60):
+    """Wait for `nodes` (default: all) to converge; return (leader, [followers])."""
+    nodes = nodes or cluster.nodes
+    leader = cluster.wait_converged(nodes, timeout)
+    return leader, [n for n in nodes if n is not leader]
+
+
+def shared_cluster_fixture(count, args=(), scope="module"):
+    """A pytest fixture giving a Cluster of `count` nodes (start_nodes) that
+    several tests share; stopped and checked like the `cluster` fixture once
+    the last test of the scope is done.  Tests sharing it must leave every node
+    running and the membership as they found it.  Use it in a test module as
+
+        shared = shared_cluster_fixture(3)
+
+        @pytest.fixture
+        def kv(shared, request):
+            return attach_cluster(request, shared)
+    """
+    import pytest
+
+    @pytest.fixture(scope=scope)
+    def fixture(tmp_path_factory):
+        c = Cluster(tmp_path_factory.mktemp("shared%d" % count))
+        try:
+            c.start_nodes(count, args)
+        except BaseException:
+            c.close()
+            raise
+        yield c
+        problems = c.close()
+        if problems:
+            pytest.fail("node problems found at teardown of a shared cluster:\n  "
+                        + "\n  ".join(problems), pytrace=False)
+    return fixture
+
+
+def attach_cluster(request, cluster):
+    """Have a failing test's report carry the node log tails of `cluster`
+    (as the `cluster` fixture does).  Returns cluster."""
+    request.node._raftkv_cluster = cluster
+    return cluster
+
+
+# Checked v1 calls: each asserts the documented shape of a successful answer.
+
+
+def header_int(r, name):
+    """The integer value of header `name` (which must be a plain decimal)."""
+    value = r.header(name)
+    assert value is not None and value.isdigit(), \
+        "header %s is %r (want a decimal integer) in %r" % (name, value, r)
+    return int(value)
+
+
+def raw_meta(r):
+    """Key metadata from the X-Raftkv-* headers of a raw GET."""
+    return {"create_index": header_int(r, "X-Raftkv-Create-Index"),
+            "mod_index": header_int(r, "X-Raftkv-Mod-Index"),
+            "version": header_int(r, "X-Raftkv-Version")}
+
+
+def meta(body):
+    """The create_index/mod_index/version of a JSON answer."""
+    return {f: body.get(f) for f in ("create_index", "mod_index", "version")}
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def put_ok(node, key, value, **query):
+    """PUT that must answer 200 {"key", "index", "create_index", "mod_index", "version"}."""
+    r = v1_put(node, key, value, **query)
+    assert r.status == 200, "%s: PUT %s%s -> %r" % (node.name, key[:80], query_string(query), r)
+    body = r.json
+    assert isinstance(body, dict), r
+    for f in ("index", "create_index", "mod_index", "version"):
+        assert is_int(body.get(f)) and body[f] > 0, "PUT %s: field %s in %r" % (key[:80], f, body)
+    assert body.get("key") == key, "PUT %s: the answer names key %r" % (key[:80], body.get("key"))
+    assert body["mod_index"] == body["index"], "PUT: mod_index != index in %r" % body
+    assert body["create_index"] <= body["index"], body
+    return body
+
+
+def get_raw(node, key, **query):
+    """(value bytes, metadata from the X-Raftkv-* headers) of a GET that must be 200."""
+    r = v1_get(node, key, **query)
+    assert r.status == 200, "%s: GET %s%s -> %r" % (node.name, key[:80], query_string(query), r)
+    ctype = (r.header("Content-Type") or "").split(";")[0].strip().lower()
+    assert ctype == "application/octet-stream", \
+        "GET %s: Content-Type %r" % (key[:80], r.header("Content-Type"))
+    return r.body, raw_meta(r)
+
+
+def get_json(node, key, **query):
+    """The ?format=json body (value decoded to bytes) of a GET that must be 200."""
+    r = v1_get(node, key, format="json", **query)
+    assert r.status == 200, "%s: GET %s?format=json -> %r" % (node.name, key[:80], r)
+    body = r.json
+    assert isinstance(body, dict) and body.get("key") == key, "GET %s: %r" % (key[:80], r)
+    for f in ("create_index", "mod_index", "version"):
+        assert is_int(body.get(f)), "GET %s?format=json: %s in %r" % (key[:80], f, body)
+    assert isinstance(body.get("value"), str), body
+    body["value"] = base64.b64decode(body["value"], validate=True)
+    return body

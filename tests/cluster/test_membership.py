@@ -95,15 +95,16 @@ def test_restart_of_joined_node_resumes_membership(cluster):
 
 def test_join_through_a_follower(cluster):
     """--join accepts the HTTP address of any member: node3 pointed at a follower
-    (which answers 421 naming the leader) still becomes a voter, and a /join sent
-    directly to a follower answers 421 with the leader's addresses."""
+    (which relays the join to the leader) becomes a voter; a /join sent to a
+    follower with ?redirect answers 307 with the leader's address instead."""
     nodes = cluster.start_nodes(2)
     leader = cluster.wait_converged(nodes)
     follower = next(n for n in nodes if n is not leader)
 
     node3 = cluster.node("node3", start=False, join=follower)
-    r = follower.request("GET", _join_path(node3))
-    assert r.status == 421, "/join sent to follower %s: %r" % (follower.name, r)
+    r = follower.request("GET", _join_path(node3) + "&redirect")
+    assert r.status == 307, "/join?redirect sent to follower %s: %r" % (follower.name, r)
+    assert (r.header("Location") or "").startswith("http://%s/join?" % leader.http_addr), r
     hint = (r.json or {}).get("leader") or {}
     assert hint.get("id") == leader.name and hint.get("http_addr") == leader.http_addr, r
 

@@ -235,6 +235,86 @@ static void test_encode_refuses_small_buffer(void **state)
                      COMMAND_EMALFORMED);
 }
 
+/* A transaction round-trips: compares of every kind, both op lists, and
+ * the reader walks them in order even when the success list is empty. */
+static void test_txn_roundtrip(void **state)
+{
+    (void)state;
+    struct command_compare cmps[3] = {
+        {.kind = CMP_MOD_INDEX, .key = B("a"), .number = 5},
+        {.kind = CMP_VERSION, .key = B("b"), .number = 0},
+        {.kind = CMP_VALUE, .key = B("c"), .value = B("text")},
+    };
+    struct command_op fail[2] = {
+        {.kind = OP_GET, .key = B("a")},
+        {.kind = OP_PUT, .key = B("d"), .value = B("vv")},
+    };
+    struct command_txn txn = {cmps, 3, NULL, 0, fail, 2};
+    struct command in[2] = {
+        {.type = CMD_TXN, .txn = &txn},
+        {.type = CMD_PUT_CAS, .key = B("k"), .value = B("v"), .cas = 300},
+    };
+    uint8_t buf[256];
+    long len = command_encode(in, 2, buf, sizeof buf);
+    assert_true(len > 0 && len % 8 == 0);
+
+    struct command_iter it;
+    struct command c;
+    struct command_txn_reader rd;
+    struct command_compare cmp;
+    struct command_op op;
+    assert_int_equal(command_iter_init(&it, buf, (size_t)len), 2);
+    assert_int_equal(command_iter_next(&it, &c), 1);
+    assert_int_equal(c.type, CMD_TXN);
+    assert_int_equal(c.n_compares, 3);
+    assert_int_equal(c.n_success, 0);
+    assert_int_equal(c.n_failure, 2);
+    command_txn_reader_init(&rd, &c);
+    command_txn_next_compare(&rd, &cmp);
+    assert_true(cmp.kind == CMP_MOD_INDEX && cmp.number == 5);
+    command_txn_next_compare(&rd, &cmp);
+    assert_true(cmp.kind == CMP_VERSION && bytes_eq(cmp.key, "b"));
+    command_txn_next_compare(&rd, &cmp);
+    assert_true(cmp.kind == CMP_VALUE && bytes_eq(cmp.value, "text"));
+    command_txn_next_op(&rd, &op);
+    assert_true(op.kind == OP_GET && bytes_eq(op.key, "a"));
+    command_txn_next_op(&rd, &op);
+    assert_true(op.kind == OP_PUT && bytes_eq(op.value, "vv"));
+    assert_int_equal(command_iter_next(&it, &c), 1);
+    assert_true(c.type == CMD_PUT_CAS && c.cas == 300);
+    assert_int_equal(command_iter_next(&it, &c), 0);
+
+    for (long cut = 0; cut < len; cut++) {
+        uint8_t *copy = malloc(cut ? (size_t)cut : 1);
+        memcpy(copy, buf, (size_t)cut);
+        assert_true(command_validate(copy, (size_t)cut) < 0);
+        free(copy);
+    }
+}
+
+/* A transaction whose counts promise more than the bytes hold, or with an
+ * unknown op kind, is malformed. */
+static void test_txn_lies(void **state)
+{
+    (void)state;
+    struct command_op ok = {.kind = OP_DELETE, .key = B("z")};
+    struct command_txn txn = {NULL, 0, &ok, 1, NULL, 0};
+    struct command c = {.type = CMD_TXN, .txn = &txn};
+    uint8_t buf[32];
+    long len = command_encode(&c, 1, buf, sizeof buf);
+    assert_true(len > 0);
+    /* payload: type, n_cmp=0, n_succ=1, op kind at offset 11 */
+    buf[11] = 9;
+    assert_int_equal(command_validate(buf, (size_t)len), COMMAND_EMALFORMED);
+    buf[11] = OP_DELETE;
+    buf[10] = 100; /* n_success far beyond the bytes */
+    assert_int_equal(command_validate(buf, (size_t)len), COMMAND_EMALFORMED);
+    struct command_op bad = {.kind = (enum command_op_kind)7, .key = B("z")};
+    txn.success = &bad;
+    assert_int_equal(command_encode(&c, 1, buf, sizeof buf),
+                     COMMAND_EMALFORMED);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -248,6 +328,8 @@ int main(void)
         cmocka_unit_test(test_bad_varints),
         cmocka_unit_test(test_random_garbage),
         cmocka_unit_test(test_encode_refuses_small_buffer),
+        cmocka_unit_test(test_txn_roundtrip),
+        cmocka_unit_test(test_txn_lies),
     };
     return cmocka_run_group_tests_name("command", tests, NULL, NULL);
 }

@@ -332,6 +332,98 @@ static void test_snapshot_spans_chunks(void **state)
     side_close(&b);
 }
 
+/* CAS: 0 means "only if absent"; otherwise the mod_index must match; a
+ * failed compare writes nothing and reports the current metadata. */
+static void test_cas_put_and_delete(void **state)
+{
+    (void)state;
+    struct side s;
+    struct fsm_result *r;
+    side_open(&s);
+
+    struct command c = {.type = CMD_PUT_CAS, .key = B("k"), .value = B("1"),
+                        .cas = 0};
+    r = apply(&s.fsm, 1, &c, 1);
+    assert_int_equal(r->outcomes[0].status, 0);
+    r = apply(&s.fsm, 2, &c, 1); /* exists now: cas=0 fails */
+    assert_int_equal(r->outcomes[0].status, FSM_ECOMPARE);
+    assert_true(r->outcomes[0].exists);
+    assert_int_equal(r->outcomes[0].mod_index, 1);
+    c.cas = 1;
+    c.value = B("2");
+    r = apply(&s.fsm, 3, &c, 1);
+    assert_int_equal(r->outcomes[0].status, 0);
+    assert_int_equal(r->outcomes[0].version, 2);
+    assert_string_equal(get(s.store, "k", NULL), "2");
+
+    struct command d = {.type = CMD_DELETE_CAS, .key = B("k"), .cas = 1};
+    r = apply(&s.fsm, 4, &d, 1); /* stale */
+    assert_int_equal(r->outcomes[0].status, FSM_ECOMPARE);
+    assert_string_equal(get(s.store, "k", NULL), "2");
+    d.cas = 3;
+    r = apply(&s.fsm, 5, &d, 1);
+    assert_int_equal(r->outcomes[0].status, 0);
+    assert_null(get(s.store, "k", NULL));
+    d.cas = 7;
+    r = apply(&s.fsm, 6, &d, 1); /* missing never matches a non-zero cas */
+    assert_int_equal(r->outcomes[0].status, FSM_ECOMPARE);
+    assert_false(r->outcomes[0].exists);
+    side_close(&s);
+}
+
+/* A transaction runs its success ops when every compare holds, in order,
+ * with gets seeing earlier writes; otherwise only the failure ops. */
+static void test_txn_branches(void **state)
+{
+    (void)state;
+    struct side s;
+    struct fsm_result *r;
+    side_open(&s);
+    set(&s.fsm, 1, "a", "old");
+
+    struct command_compare cmps[2] = {
+        {.kind = CMP_MOD_INDEX, .key = B("a"), .number = 1},
+        {.kind = CMP_VERSION, .key = B("new"), .number = 0},
+    };
+    struct command_op succ[3] = {
+        {.kind = OP_PUT, .key = B("new"), .value = B("n")},
+        {.kind = OP_DELETE, .key = B("a")},
+        {.kind = OP_GET, .key = B("new")},
+    };
+    struct command_op fail[1] = {{.kind = OP_GET, .key = B("a")}};
+    struct command_txn txn = {cmps, 2, succ, 3, fail, 1};
+    struct command c = {.type = CMD_TXN, .txn = &txn};
+
+    r = apply(&s.fsm, 2, &c, 1);
+    assert_true(r->outcomes[0].succeeded);
+    assert_int_equal(r->n_ops, 3);
+    assert_true(r->ops[1].found); /* a existed */
+    assert_true(r->ops[2].found);
+    assert_int_equal(r->ops[2].value_len, 1);
+    assert_memory_equal(r->ops[2].value, "n", 1);
+    assert_int_equal(r->ops[2].create_index, 2);
+    assert_null(get(s.store, "a", NULL));
+
+    /* Again: "new" exists now, so the failure branch runs and writes
+     * nothing. */
+    r = apply(&s.fsm, 3, &c, 1);
+    assert_false(r->outcomes[0].succeeded);
+    assert_int_equal(r->n_ops, 1);
+    assert_false(r->ops[0].found);
+    assert_string_equal(get(s.store, "new", NULL), "n");
+
+    /* Value compare. */
+    struct command_compare vc = {.kind = CMP_VALUE, .key = B("new"),
+                                 .value = B("n")};
+    struct command_op put = {.kind = OP_PUT, .key = B("x"), .value = B("y")};
+    struct command_txn t2 = {&vc, 1, &put, 1, NULL, 0};
+    struct command c2 = {.type = CMD_TXN, .txn = &t2};
+    r = apply(&s.fsm, 4, &c2, 1);
+    assert_true(r->outcomes[0].succeeded);
+    assert_string_equal(get(s.store, "x", NULL), "y");
+    side_close(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -342,6 +434,8 @@ int main(void)
         cmocka_unit_test(test_snapshot_restore_roundtrip),
         cmocka_unit_test(test_corrupt_snapshot_refused),
         cmocka_unit_test(test_snapshot_spans_chunks),
+        cmocka_unit_test(test_cas_put_and_delete),
+        cmocka_unit_test(test_txn_branches),
     };
     return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
 }
