@@ -20,6 +20,8 @@ PYTEST_ARGS ?= -q
 SRCS     := $(sort $(wildcard src/*.c))
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
 UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+CLI_SRCS  := $(sort $(wildcard cli/*.c))
+CLI_PKGS  := libcurl jansson
 
 # Two build trees that never share objects: plain and sanitized.
 B  := build
@@ -37,10 +39,24 @@ DEFS    := -DRAFTKV_VERSION='"$(VERSION)"' -DRAFTKV_GITREV='"$(GITREV)"'
 .PHONY: all deps build asan unit unit-asan cluster cluster-asan check \
         check-asan test run clean
 
-all: raftkv
+all: raftkv raftkv-cli
 
 raftkv: $(B)/raftkv
 	cp $< $@.tmp && mv -f $@.tmp $@
+
+raftkv-cli: $(B)/raftkv-cli
+	cp $< $@.tmp && mv -f $@.tmp $@
+
+# The command-line client: its own small program (cli/), libcurl + jansson.
+$(B)/raftkv-cli: $(CLI_SRCS) $(wildcard cli/*.h) | $(B)/obj
+	@echo "  LD   $@"
+	$(Q)$(CC) $(CFLAGS) $(DEFS) $(shell pkg-config --cflags $(CLI_PKGS)) -o $@ \
+	  $(CLI_SRCS) $(shell pkg-config --libs $(CLI_PKGS))
+
+$(BA)/raftkv-cli: $(CLI_SRCS) $(wildcard cli/*.h) | $(BA)/obj
+	@echo "  LD   $@"
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $(DEFS) $(shell pkg-config --cflags $(CLI_PKGS)) \
+	  -o $@ $(CLI_SRCS) $(shell pkg-config --libs $(CLI_PKGS))
 
 # V=1 shows the full commands.
 Q := $(if $(V),,@)
@@ -85,12 +101,13 @@ unit-asan: $(UNITS_ASAN)
 	@set -e; for t in $(UNITS_ASAN); do echo "== $$t"; \
 	  ASAN_OPTIONS=detect_leaks=1 $$t; done
 
-cluster: raftkv
-	RAFTKV_BIN=$(CURDIR)/raftkv $(PYTEST) $(PYTEST_ARGS) tests/cluster
-
-cluster-asan: $(BA)/raftkv
-	RAFTKV_BIN=$(CURDIR)/$(BA)/raftkv RAFTKV_SANITIZED=1 \
+cluster: raftkv raftkv-cli
+	RAFTKV_BIN=$(CURDIR)/raftkv RAFTKV_CLI=$(CURDIR)/raftkv-cli \
 	  $(PYTEST) $(PYTEST_ARGS) tests/cluster
+
+cluster-asan: $(BA)/raftkv $(BA)/raftkv-cli
+	RAFTKV_BIN=$(CURDIR)/$(BA)/raftkv RAFTKV_CLI=$(CURDIR)/$(BA)/raftkv-cli \
+	  RAFTKV_SANITIZED=1 $(PYTEST) $(PYTEST_ARGS) tests/cluster
 
 check: unit cluster
 check-asan: unit-asan cluster-asan
@@ -105,6 +122,6 @@ run: deps
 	sh scripts/run-cluster.sh
 
 clean:
-	rm -rf $(B) $(BA) raftkv
+	rm -rf $(B) $(BA) raftkv raftkv-cli
 
 -include $(B)/obj/*.d
