@@ -276,8 +276,8 @@ struct list_query
 {
     char *prefix, *start, *end;
     size_t prefix_len, start_len, end_len;
-    uint8_t after[STORE_SHORT_KEY]; /* continue: resume after this position */
-    long after_len;                 /* -1: no token */
+    char *after; /* continue: resume after this key (request memory) */
+    size_t after_len;
     unsigned long limit;
     bool keys_only;
 };
@@ -291,7 +291,6 @@ static int list_parse(struct api *a, struct http_req *req,
     int rv;
 
     memset(q, 0, sizeof *q);
-    q->after_len = -1;
     q->limit = LIST_DEFAULT_LIMIT;
     if (http_query_param(req, "prefix", &q->prefix, &q->prefix_len) == -EINVAL ||
         http_query_param(req, "start", &q->start, &q->start_len) == -EINVAL ||
@@ -327,17 +326,16 @@ static int list_parse(struct api *a, struct http_req *req,
     }
     rv = http_query_param(req, "continue", &v, &len);
     if (rv == 0) {
-        uint8_t tmp[STORE_SHORT_KEY * 2];
-        long n = len <= (STORE_SHORT_KEY * 4 + 2) / 3 + 2
-                     ? text_base64_decode(v, len, tmp)
-                     : -1;
-        if (n <= 0 || n > STORE_SHORT_KEY) {
+        /* The token is the last key of the previous page, base64url; the
+         * decoded bytes overwrite the token in place (they are shorter). */
+        long n = text_base64_decode(v, len, v);
+        if (n <= 0 || (size_t)n > max) {
             http_reply_error(req, 400, "continue is not a token this server "
                                        "handed out");
             return -1;
         }
-        memcpy(q->after, tmp, (size_t)n);
-        q->after_len = n;
+        q->after = v;
+        q->after_len = (size_t)n;
     } else if (rv == -EINVAL) {
         http_reply_error(req, 400, "continue is not valid percent-encoding");
         return -1;
@@ -361,19 +359,20 @@ static void list_serve(struct api *a, struct http_req *req, bool lin)
     struct store_txn t;
     struct store_cursor c;
     struct store_record rec;
-    const void *key, *pos, *from = NULL;
-    size_t klen, poslen, from_len = 0, bytes = 0;
+    const void *key = NULL, *from = NULL, *last = NULL;
+    size_t klen = 0, from_len = 0, last_len = 0, bytes = 0;
     unsigned long count = 0;
     json_t *items, *next = json_null();
     char *b64 = NULL;
     size_t b64_cap = 0;
+    bool more = false;
     int rv;
 
     if (list_parse(a, req, &q) != 0)
         return;
-    if (q.after_len > 0) {
+    if (q.after != NULL) {
         from = q.after;
-        from_len = (size_t)q.after_len;
+        from_len = q.after_len;
     } else if (q.prefix_len > 0) {
         from = q.prefix;
         from_len = q.prefix_len;
@@ -392,20 +391,17 @@ static void list_serve(struct api *a, struct http_req *req, bool lin)
     }
     items = json_array();
     while ((rv = store_cursor_next_kv(&c, &key, &klen, &rec)) == 1) {
-        store_cursor_position(&c, &pos, &poslen);
-        if (q.after_len > 0 &&
-            bytes_cmp(pos, poslen, q.after, (size_t)q.after_len) <= 0)
+        if (q.after != NULL &&
+            bytes_cmp(key, klen, q.after, q.after_len) <= 0)
             continue;
         if (q.prefix != NULL &&
             (klen < q.prefix_len || memcmp(key, q.prefix, q.prefix_len) != 0))
             break;
-        if (q.start != NULL && bytes_cmp(key, klen, q.start, q.start_len) < 0)
-            continue; /* long keys sort by hash past their prefix */
         if (q.end != NULL && q.end_len > 0 &&
             bytes_cmp(key, klen, q.end, q.end_len) >= 0)
             break;
         if (count == q.limit || (count > 0 && bytes >= LIST_MAX_BYTES)) {
-            /* More remain: the token is the last returned position. */
+            more = true; /* a matching key remains for the next page */
             break;
         }
         if (q.keys_only) {
@@ -416,8 +412,10 @@ static void list_serve(struct api *a, struct http_req *req, bool lin)
                 free(b64);
                 b64 = malloc(need);
                 b64_cap = b64 ? need : 0;
-                if (b64 == NULL)
+                if (b64 == NULL) {
+                    rv = STORE_EIO;
                     break;
+                }
             }
             text_base64_encode(rec.value, rec.value_len, b64, false);
             json_t *item =
@@ -428,24 +426,15 @@ static void list_serve(struct api *a, struct http_req *req, bool lin)
             bytes += rec.value_len;
         }
         count++;
-        /* Remember this position in case the page ends here. */
-        memcpy(q.after, pos, poslen);
-        q.after_len = (long)poslen;
+        last = key;
+        last_len = klen;
     }
-    bool more = rv == 1 && count > 0 &&
-                (count == q.limit || bytes >= LIST_MAX_BYTES);
-    if (more) {
-        /* Is there a next matching entry at all?  The loop broke on one, or
-         * on the prefix/end bound; check which. */
-        bool in_range =
-            (q.prefix == NULL || (klen >= q.prefix_len &&
-                                  memcmp(key, q.prefix, q.prefix_len) == 0)) &&
-            (q.end == NULL || q.end_len == 0 ||
-             bytes_cmp(key, klen, q.end, q.end_len) < 0);
-        if (in_range) {
-            char token[(STORE_SHORT_KEY + 2) / 3 * 4 + 1];
-            text_base64_encode(q.after, (size_t)q.after_len, token, true);
+    if (more && last != NULL) {
+        char *token = malloc(text_base64_size(last_len));
+        if (token != NULL) {
+            text_base64_encode(last, last_len, token, true);
             next = json_string(token);
+            free(token);
         }
     }
     store_cursor_close(&c);

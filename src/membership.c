@@ -15,7 +15,8 @@ enum {
     JOIN_CATCHUP,   /* waiting for its log to catch up (tick) */
     JOIN_PROMOTING, /* raft_assign(voter) in flight */
     JOIN_RECORDING, /* members table write in flight */
-    JOIN_REMOVING,  /* undoing after a failure */
+    JOIN_UNDO,      /* failed: remove it again (from the tick) */
+    JOIN_REMOVING,  /* raft_remove in flight */
 };
 
 static void start_next(struct node *n);
@@ -34,7 +35,10 @@ static void finish(struct join_req *j, int status)
     if (status != 0 && j->msg[0] == '\0')
         snprintf(j->msg, sizeof j->msg, "%s", node_strerror(status));
     j->cb(j, status, j->msg); /* may free j */
-    start_next(n);
+    /* The next join starts from the tick, never from inside a libraft
+     * callback: a failure is reported while libraft tears its leader state
+     * down, and a new configuration change then would crash it. */
+    (void)n;
 }
 
 static int change_status(int status)
@@ -67,19 +71,29 @@ static void removed_cb(struct raft_change *change, int status)
     finish(j, j->error);
 }
 
+/* Undo the add from the tick (see finish). */
 static void fail_and_remove(struct join_req *j, int error)
+{
+    j->error = error;
+    j->step = JOIN_UNDO;
+}
+
+static void undo(struct join_req *j)
 {
     struct node *n = j->node;
     int rv;
 
-    j->error = error;
+    if (!node_is_leader(n)) {
+        finish(j, j->error);
+        return;
+    }
     j->step = JOIN_REMOVING;
     j->change.data = j;
     rv = raft_remove(&n->raft, &j->change, j->id, removed_cb);
     if (rv != 0) {
         log_warn("could not remove %s after a failed join: %s", j->name,
                  raft_strerror(rv));
-        finish(j, error);
+        finish(j, j->error);
     }
 }
 
@@ -284,7 +298,15 @@ void membership_tick(struct node *n)
     raft_index match = 0;
     bool found = false;
 
-    if (j == NULL || j->step != JOIN_CATCHUP)
+    if (j == NULL) {
+        start_next(n);
+        return;
+    }
+    if (j->step == JOIN_UNDO) {
+        undo(j);
+        return;
+    }
+    if (j->step != JOIN_CATCHUP)
         return;
     if (!node_is_leader(n)) {
         finish(j, NODE_ELEADERSHIPLOST);
@@ -409,7 +431,8 @@ void membership_stop(struct node *n)
     }
     /* The active join ends through its Raft callback (libraft fails pending
      * changes on close), or here if it is only waiting on our tick. */
-    if (n->join_active != NULL && n->join_active->step == JOIN_CATCHUP) {
+    if (n->join_active != NULL && (n->join_active->step == JOIN_CATCHUP ||
+                                   n->join_active->step == JOIN_UNDO)) {
         struct join_req *j = n->join_active;
         n->join_active = NULL;
         j->cb(j, NODE_ESHUTDOWN, node_strerror(NODE_ESHUTDOWN));

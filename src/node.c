@@ -641,7 +641,7 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
     n->started_ms = uv_now(loop);
     queue_init(&n->waiters);
     queue_init(&n->joins);
-    readindex_init(&n->reads, n);
+    readindex_init(&n->reads, n, loop);
     snprintf(n->raft_addr, sizeof n->raft_addr, "%s", raft_addr);
     snprintf(n->http_addr, sizeof n->http_addr, "%s", http_addr);
     snprintf(n->raft_dir, sizeof n->raft_dir, "%s/raft", cfg->data_dir);
@@ -748,6 +748,7 @@ void node_stop(struct node *n, void (*cb)(struct node *n))
     n->phase = NODE_STOPPING;
     membership_stop(n);
     readindex_fail_all(&n->reads, NODE_ESHUTDOWN);
+    readindex_close(&n->reads);
     if (!closing_raft_already)
         wake_waiters(n, NODE_ESHUTDOWN);
     if (n->tick.data != NULL)

@@ -5,9 +5,14 @@
 #include "log.h"
 #include "node.h"
 
-void readindex_init(struct readindex *ri, struct node *node)
+static void kick_cb(uv_timer_t *t);
+
+void readindex_init(struct readindex *ri, struct node *node, uv_loop_t *loop)
 {
     ri->node = node;
+    uv_timer_init(loop, &ri->kick);
+    ri->kick.data = ri;
+    ri->closed = false;
     queue_init(&ri->waiting);
     for (unsigned i = 0; i < READINDEX_ROUNDS; i++) {
         ri->rounds[i].ri = ri;
@@ -55,7 +60,14 @@ static void barrier_done(struct raft_barrier *req, int status)
         break;
     }
     complete(&round->reads, rv);
-    if (!queue_empty(&ri->waiting))
+    if (!queue_empty(&ri->waiting) && !ri->closed)
+        uv_timer_start(&ri->kick, kick_cb, 0, 0);
+}
+
+static void kick_cb(uv_timer_t *t)
+{
+    struct readindex *ri = t->data;
+    if (ri->current == NULL && !queue_empty(&ri->waiting))
         start_round(ri);
 }
 
@@ -106,6 +118,14 @@ int readindex_read(struct readindex *ri, struct node_read *r, node_read_cb cb,
     if (ri->current == NULL)
         start_round(ri);
     return 0;
+}
+
+void readindex_close(struct readindex *ri)
+{
+    if (ri->closed)
+        return;
+    ri->closed = true;
+    uv_close((uv_handle_t *)&ri->kick, NULL);
 }
 
 void readindex_fail_all(struct readindex *ri, int status)

@@ -12,12 +12,15 @@
  * that arrive while one barrier is in flight wait together for the next one.
  * Only one barrier is ever in flight (libraft 0.15 is fragile with several),
  * and each barrier's callback is honoured once even if libraft calls it
- * again. */
+ * again.  The next barrier is never appended from inside libraft's callback:
+ * a failed barrier is reported while libraft is tearing its leader state
+ * down, and appending then crashes it; a zero timer starts it instead. */
 #ifndef RAFTKV_READINDEX_H
 #define RAFTKV_READINDEX_H
 
 #include <raft.h>
 #include <stdbool.h>
+#include <uv.h>
 
 #include "queue.h"
 
@@ -53,9 +56,14 @@ struct readindex
     unsigned next_round;
     struct readindex_round *current; /* the barrier in flight, or NULL */
     unsigned long long barriers;     /* appended, for metrics */
+    uv_timer_t kick;                 /* starts the next round, outside libraft */
+    bool closed;
 };
 
-void readindex_init(struct readindex *ri, struct node *node);
+void readindex_init(struct readindex *ri, struct node *node, uv_loop_t *loop);
+
+/* Stop the timer (at shutdown, after readindex_fail_all). */
+void readindex_close(struct readindex *ri);
 
 /* Queue @r; @cb runs with 0 once a barrier appended after now has been
  * applied (then read the store), or with NODE_ENOTLEADER /

@@ -311,6 +311,11 @@ int store_kv_put(struct store_txn *t, const void *key, size_t klen,
 
     if ((rc = key_encode(key, klen, &k)) != 0)
         return rc;
+    /* Keys that share a long prefix are ordered by hash in LMDB but by the
+     * whole key in iteration: only shorter keys may be appended in
+     * iteration order. */
+    if (klen >= STORE_LONG_PREFIX)
+        append = false;
     /* MDB_RESERVE lets us write the record in place: no temporary copy. */
     rc = mdb_put(t->txn, t->store->kv, &k.val, &v,
                  MDB_RESERVE | (append ? MDB_APPEND : 0));
@@ -461,21 +466,34 @@ int store_cursor_open(struct store_txn *t, enum store_table table,
                       struct store_cursor *c)
 {
     MDB_dbi dbi = table == STORE_KV ? t->store->kv : t->store->members;
-    int rc = mdb_cursor_open(t->txn, dbi, &c->cur);
+    int rc;
+
+    memset(c, 0, sizeof *c);
+    rc = mdb_cursor_open(t->txn, dbi, &c->cur);
     if (rc != 0)
         return store_err(rc, "cursor open");
     c->next_op = MDB_FIRST;
     if (from == NULL || from_len == 0)
         return 0;
-    MDB_val k = {from_len, (void *)from}, v;
+    /* A long key's group starts at its prefix; entries below @from inside
+     * the group are skipped once the group is sorted. */
+    MDB_val k = {from_len < STORE_LONG_PREFIX ? from_len : STORE_LONG_PREFIX,
+                 (void *)from},
+            v;
+    c->from = malloc(from_len);
+    if (c->from == NULL) {
+        store_cursor_close(c);
+        return STORE_EIO;
+    }
+    memcpy(c->from, from, from_len);
+    c->from_len = from_len;
     rc = mdb_cursor_get(c->cur, &k, &v, MDB_SET_RANGE);
     if (rc == MDB_NOTFOUND) {
         c->next_op = -1;
         return 0;
     }
     if (rc != 0) {
-        mdb_cursor_close(c->cur);
-        c->cur = NULL;
+        store_cursor_close(c);
         return store_err(rc, "cursor seek");
     }
     c->next_op = MDB_GET_CURRENT; /* the seek landed on the first entry */
@@ -498,15 +516,108 @@ static int cursor_step(struct store_cursor *c, MDB_val *k, MDB_val *v)
     return 1;
 }
 
+static int bytes_cmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int r = n ? memcmp(a, b, n) : 0;
+    if (r != 0)
+        return r;
+    return alen < blen ? -1 : alen > blen;
+}
+
+static int group_cmp(const void *pa, const void *pb)
+{
+    const struct store_group_entry *a = pa, *b = pb;
+    return bytes_cmp(a->key, a->klen, b->key, b->klen);
+}
+
+static int group_add(struct store_cursor *c, const MDB_val *k, const MDB_val *v)
+{
+    struct store_group_entry *e;
+    int rc;
+
+    if (c->group_n == c->group_cap) {
+        size_t cap = c->group_cap ? c->group_cap * 2 : 16;
+        e = realloc(c->group, cap * sizeof *e);
+        if (e == NULL)
+            return STORE_EIO;
+        c->group = e;
+        c->group_cap = cap;
+    }
+    e = &c->group[c->group_n];
+    rc = record_decode(k, v, &e->rec, &e->key, &e->klen);
+    if (rc != 0)
+        return rc;
+    c->group_n++;
+    return 0;
+}
+
+/* The entry at @k starts a group of keys sharing their first
+ * STORE_LONG_PREFIX bytes: read all of it and sort it by the whole key. */
+static int group_load(struct store_cursor *c, const MDB_val *k,
+                      const MDB_val *v)
+{
+    uint8_t prefix[STORE_LONG_PREFIX];
+    MDB_val nk, nv;
+    int rc;
+
+    memcpy(prefix, k->mv_data, STORE_LONG_PREFIX);
+    c->group_n = c->group_i = 0;
+    if ((rc = group_add(c, k, v)) != 0)
+        return rc;
+    for (;;) {
+        rc = mdb_cursor_get(c->cur, &nk, &nv, MDB_NEXT);
+        if (rc == MDB_NOTFOUND) {
+            c->next_op = -1;
+            break;
+        }
+        if (rc != 0)
+            return store_err(rc, "cursor next");
+        if (nk.mv_size < STORE_LONG_PREFIX ||
+            memcmp(nk.mv_data, prefix, STORE_LONG_PREFIX) != 0) {
+            c->next_op = MDB_GET_CURRENT; /* first entry after the group */
+            break;
+        }
+        if ((rc = group_add(c, &nk, &nv)) != 0)
+            return rc;
+    }
+    qsort(c->group, c->group_n, sizeof *c->group, group_cmp);
+    return 0;
+}
+
 int store_cursor_next_kv(struct store_cursor *c, const void **key,
                          size_t *klen, struct store_record *rec)
 {
     MDB_val k, v;
-    int rc = cursor_step(c, &k, &v);
-    if (rc <= 0)
-        return rc;
-    rc = record_decode(&k, &v, rec, key, klen);
-    return rc < 0 ? rc : 1;
+    int rc;
+
+    for (;;) {
+        if (c->group_i < c->group_n) {
+            struct store_group_entry *e = &c->group[c->group_i++];
+            *key = e->key;
+            *klen = e->klen;
+            *rec = e->rec;
+        } else {
+            rc = cursor_step(c, &k, &v);
+            if (rc <= 0)
+                return rc;
+            if (k.mv_size >= STORE_LONG_PREFIX) {
+                if ((rc = group_load(c, &k, &v)) != 0)
+                    return rc;
+                continue;
+            }
+            rc = record_decode(&k, &v, rec, key, klen);
+            if (rc < 0)
+                return rc;
+        }
+        if (c->from != NULL) {
+            if (bytes_cmp(*key, *klen, c->from, c->from_len) < 0)
+                continue;
+            free(c->from); /* everything after this is larger */
+            c->from = NULL;
+        }
+        return 1;
+    }
 }
 
 int store_cursor_next_member(struct store_cursor *c, struct store_member *m)
@@ -519,33 +630,16 @@ int store_cursor_next_member(struct store_cursor *c, struct store_member *m)
     return rc < 0 ? rc : 1;
 }
 
-int store_cursor_position(struct store_cursor *c, const void **pos,
-                          size_t *len)
-{
-    MDB_val k, v;
-    int rc = mdb_cursor_get(c->cur, &k, &v, MDB_GET_CURRENT);
-    if (rc != 0)
-        return store_err(rc, "cursor position");
-    *pos = k.mv_data;
-    *len = k.mv_size;
-    return 0;
-}
-
-long store_key_position(const void *key, size_t klen, void *buf)
-{
-    struct lmdb_key k;
-    int rv = key_encode(key, klen, &k);
-    if (rv != 0)
-        return rv;
-    memcpy(buf, k.val.mv_data, k.val.mv_size);
-    return (long)k.val.mv_size;
-}
-
 void store_cursor_close(struct store_cursor *c)
 {
     if (c->cur != NULL)
         mdb_cursor_close(c->cur);
     c->cur = NULL;
+    free(c->group);
+    free(c->from);
+    c->group = NULL;
+    c->from = NULL;
+    c->group_n = c->group_i = c->group_cap = 0;
 }
 
 const char *store_strerror(int code)

@@ -31,9 +31,10 @@
 /* Keys up to STORE_MAX_KEY bytes are accepted.  LMDB itself refuses keys
  * over 511 bytes, so a key of STORE_SHORT_KEY bytes or more is stored under
  * its first STORE_LONG_PREFIX bytes plus a 16-byte SHA-256 prefix of the
- * whole key, with the whole key kept in the record.  Lookups are exact; in
- * iteration such keys sort by that prefix, and among keys that share their
- * first STORE_LONG_PREFIX bytes, by hash. */
+ * whole key, with the whole key kept in the record.  Lookups are exact.  In
+ * LMDB's order such keys sit among the keys that share their first
+ * STORE_LONG_PREFIX bytes, ordered by hash; cursors sort each such group by
+ * the whole key, so iteration is in exact byte order. */
 #define STORE_MAX_KEY 65535
 #define STORE_SHORT_KEY 511
 #define STORE_LONG_PREFIX 495
@@ -113,8 +114,8 @@ void store_txn_abort(struct store_txn *t);
 int store_kv_get(struct store_txn *t, const void *key, size_t klen,
                  struct store_record *rec);
 
-/* Write @rec under @key (write txn).  @append: the caller guarantees @key
- * sorts after every existing key (bulk load).
+/* Write @rec under @key (write txn).  @append: the caller writes keys in
+ * iteration order into an empty table (bulk load: faster).
  * Errors: STORE_EFULL, STORE_EINVAL, STORE_EIO. */
 int store_kv_put(struct store_txn *t, const void *key, size_t klen,
                  const struct store_record *rec, bool append);
@@ -148,14 +149,27 @@ int store_meta_put(struct store_txn *t, const char *name, uint64_t value);
 
 /* --- iteration ------------------------------------------------------------- */
 
+struct store_group_entry
+{
+    const void *key;
+    size_t klen;
+    struct store_record rec;
+};
+
 struct store_cursor
 {
     MDB_cursor *cur;
     int next_op; /* MDB_cursor_op for the next step; -1 when exhausted */
+    /* kv: entries sharing their first STORE_LONG_PREFIX bytes, sorted */
+    struct store_group_entry *group;
+    size_t group_n, group_i, group_cap;
+    void *from; /* kv: return no key below this (a copy) */
+    size_t from_len;
 };
 
 /* Open a cursor on @table.  With @from (kv only) iteration starts at the
- * first key >= @from; otherwise at the first key.  Errors: STORE_EIO. */
+ * first key >= @from; otherwise at the first key.  Entries stay valid until
+ * the transaction ends.  Errors: STORE_EIO. */
 int store_cursor_open(struct store_txn *t, enum store_table table,
                       const void *from, size_t from_len,
                       struct store_cursor *c);
@@ -165,16 +179,6 @@ int store_cursor_open(struct store_txn *t, enum store_table table,
 int store_cursor_next_kv(struct store_cursor *c, const void **key,
                          size_t *klen, struct store_record *rec);
 int store_cursor_next_member(struct store_cursor *c, struct store_member *m);
-
-/* The current entry's position in store order (its LMDB key: the key
- * itself, or for a long key its prefix and hash), valid like the entry.
- * Opening a cursor with this as @from resumes at that entry. */
-int store_cursor_position(struct store_cursor *c, const void **pos,
-                          size_t *len);
-
-/* The position a kv cursor would report for @key (see above) into @buf of
- * STORE_SHORT_KEY bytes; returns its length, or STORE_EINVAL. */
-long store_key_position(const void *key, size_t klen, void *buf);
 
 void store_cursor_close(struct store_cursor *c);
 

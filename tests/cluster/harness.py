@@ -1104,3 +1104,39 @@ def get_json(node, key, **query):
     assert isinstance(body.get("value"), str), body
     body["value"] = base64.b64decode(body["value"], validate=True)
     return body
+
+
+def send_body_read_answer(addr, method, path, body, headers=None, timeout=10.0):
+    """One request on a new socket whose body is sent by a second thread while
+    this one reads the answer: a server may refuse an oversized body (413) and
+    close before reading it all, which a client that first sends everything
+    would see as a reset instead of the answer."""
+    host, port = split_addr(addr)
+    head = ["%s %s HTTP/1.1" % (method, path), "Host: %s" % addr,
+            "Content-Length: %d" % len(body), "Connection: close"]
+    head += ["%s: %s" % kv for kv in (headers or {}).items()]
+    sock = socket.create_connection((host, port), timeout=scaled(timeout))
+    sent = []
+
+    def send():
+        try:
+            sock.sendall(body)
+            sent.append(True)
+        except OSError as e:
+            sent.append(e)
+
+    try:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        resp = http.client.HTTPResponse(sock, method=method)
+        resp.begin()
+        try:
+            data = resp.read()
+        except http.client.IncompleteRead as e:
+            data = e.partial
+        sock.shutdown(socket.SHUT_RDWR)
+        sender.join(scaled(timeout))
+        return Response(resp.status, resp.reason, resp.headers, data)
+    finally:
+        sock.close()

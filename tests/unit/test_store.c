@@ -145,6 +145,70 @@ static void test_long_keys(void **state)
     free(b);
 }
 
+static int cmp_bytes(const void *a, size_t al, const void *b, size_t bl)
+{
+    size_t n = al < bl ? al : bl;
+    int c = memcmp(a, b, n);
+    return c != 0 ? c : (al > bl) - (al < bl);
+}
+
+/* Keys that share their first 495 bytes (stored under prefix + hash when
+ * long) still iterate in exact byte order, also from a seek point inside
+ * the group, and a snapshot-style bulk load in that order works. */
+static void test_long_keys_iterate_in_byte_order(void **state)
+{
+    struct fixture *f = *state;
+    struct store_txn t;
+    struct store_cursor c;
+    struct store_record rec = {1, 1, 1, "v", 1};
+    const void *key, *prev = NULL;
+    size_t klen, prev_len = 0;
+    char buf[700];
+    int n = 0;
+
+    srand(7);
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    for (int i = 0; i < 200; i++) {
+        size_t len = 490 + (size_t)(rand() % 200);
+        memset(buf, 'p', len);
+        for (size_t j = 480; j < len; j++)
+            buf[j] = (char)('a' + rand() % 3);
+        assert_int_equal(store_kv_put(&t, buf, len, &rec, false), 0);
+    }
+    assert_int_equal(store_kv_put(&t, "a", 1, &rec, false), 0);
+    assert_int_equal(store_kv_put(&t, "q", 1, &rec, false), 0);
+    assert_int_equal(store_txn_commit(&t), 0);
+
+    assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+    assert_int_equal(store_cursor_open(&t, STORE_KV, NULL, 0, &c), 0);
+    while (store_cursor_next_kv(&c, &key, &klen, &rec) == 1) {
+        if (prev != NULL)
+            assert_true(cmp_bytes(prev, prev_len, key, klen) < 0);
+        prev = key;
+        prev_len = klen;
+        n++;
+    }
+    store_cursor_close(&c);
+    assert_true(n > 100);
+    assert_memory_equal(prev, "q", 1);
+
+    /* Seek into the middle of the group: nothing below the seek key. */
+    memset(buf, 'p', 600);
+    memset(buf + 480, 'b', 120);
+    assert_int_equal(store_cursor_open(&t, STORE_KV, buf, 600, &c), 0);
+    assert_int_equal(store_cursor_next_kv(&c, &key, &klen, &rec), 1);
+    assert_true(cmp_bytes(key, klen, buf, 600) >= 0);
+    prev = key;
+    prev_len = klen;
+    while (store_cursor_next_kv(&c, &key, &klen, &rec) == 1) {
+        assert_true(cmp_bytes(prev, prev_len, key, klen) < 0);
+        prev = key;
+        prev_len = klen;
+    }
+    store_cursor_close(&c);
+    store_txn_abort(&t);
+}
+
 /* Cursors walk keys in byte order, optionally from a seek point. */
 static void test_cursor_order_and_seek(void **state)
 {
@@ -309,6 +373,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cursor_order_and_seek, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_long_keys_iterate_in_byte_order,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_members_and_meta, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_map_full_then_grow, setup,

@@ -1,0 +1,214 @@
+"""Read consistency (docs/api.md, "Consistency of reads").
+
+A linearizable read reflects every write acknowledged before it started: a
+node cut off from the majority must refuse it (503/504) or keep it waiting,
+never answer from its possibly stale store; a stale read answers at once from
+the local store.  SIGSTOP stands in for a partition: a stopped process keeps
+its sockets but answers nothing.
+"""
+
+import threading
+import time
+
+from harness import (assert_json_error, header_int, leader_and_followers, paused, put_ok,
+                     quote_key, request_once, scaled, v1_get, v1_list, wait_until)
+
+LINEARIZABLE_DEADLINE = 2.0   # s (scaled): how long a client waits for a refused read
+AT_ONCE = 1.0                 # s (scaled): a stale read on a cut-off node answers within this
+
+
+def consistency_of(r):
+    return (r.header("X-Raftkv-Consistency") or "").strip().lower()
+
+
+def start_linearizable_reads(node, key):
+    """Start, each in its own thread and connection, the linearizable reads of
+    `key` that `node` must not answer from its own store.  Returns a function
+    that waits for them and gives [(what, Response | None if the client's
+    deadline passed)]."""
+    q = quote_key(key)
+    paths = [("GET /v1/kv (default)", "/v1/kv/" + q),
+             ("GET /v1/kv?consistency=linearizable", "/v1/kv/%s?consistency=linearizable" % q),
+             ("GET /v1/kv?format=json", "/v1/kv/%s?format=json" % q),
+             ("GET /v1/kv?prefix (list)", "/v1/kv?prefix=" + q),
+             ("GET /get?consistency=linearizable", "/get?key=%s&consistency=linearizable" % q)]
+    results = [None] * len(paths)
+
+    def read(i, path):
+        try:
+            results[i] = request_once(node.http_addr, "GET", path, timeout=LINEARIZABLE_DEADLINE)
+        except TimeoutError:
+            results[i] = "timeout"
+        except OSError as e:
+            results[i] = e
+
+    threads = [threading.Thread(target=read, args=(i, p), daemon=True)
+               for i, (_, p) in enumerate(paths)]
+    for t in threads:
+        t.start()
+
+    def finish():
+        for t in threads:
+            t.join(scaled(LINEARIZABLE_DEADLINE) + 5)
+        return [(what, results[i]) for i, (what, _) in enumerate(paths)]
+    return finish
+
+
+def check_refused(outcomes, node, stale_values):
+    """Each outcome is a 503 (with Retry-After) or 504 JSON error, or the client's
+    deadline passed; a 200 -- whatever its value -- is a read the node could not
+    have confirmed with a majority."""
+    problems = []
+    for what, r in outcomes:
+        if r == "timeout":
+            continue
+        if r is None or isinstance(r, Exception):
+            problems.append("%s on %s: no answer (%r)" % (what, node.name, r))
+            continue
+        if r.status == 200:
+            stale = any(v in r.body for v in stale_values)
+            problems.append("%s on the cut-off %s answered 200 %s: %r" % (
+                what, node.name, "with STALE data" if stale else "without confirming with a "
+                "majority", r))
+            continue
+        try:
+            assert_json_error(r, (503, 504), what)
+            if r.status == 503:
+                assert r.header("Retry-After"), "%s: 503 without Retry-After" % what
+        except AssertionError as e:
+            problems.append("%s on %s: %s" % (what, node.name, e))
+    assert not problems, "\n  ".join(problems)
+
+
+def check_stale_reads_at_once(node, key, allowed, stale_index_below=None):
+    """Stale reads on `node` (v1 and the reference /get) answer within AT_ONCE with
+    one of the `allowed` values and X-Raftkv-Consistency: stale."""
+    started = time.monotonic()
+    r = v1_get(node, key, consistency="stale", timeout=AT_ONCE * 5)
+    took = time.monotonic() - started
+    assert r.status == 200, "stale read on %s -> %r" % (node.name, r)
+    assert took < scaled(AT_ONCE), "stale read on %s took %.2f s" % (node.name, took)
+    assert r.body in allowed, "stale read on %s gave %r, want one of %s" % (node.name, r.body,
+                                                                           allowed)
+    assert consistency_of(r) == "stale", "X-Raftkv-Consistency %r" % consistency_of(r)
+    index = header_int(r, "X-Raftkv-Index")
+    if stale_index_below is not None and r.body == allowed[0]:
+        assert index < stale_index_below, \
+            "old value served with X-Raftkv-Index %d >= %d, the index of the newer write" % (
+                index, stale_index_below)
+    started = time.monotonic()
+    r = node.request("GET", "/get?key=" + quote_key(key), timeout=AT_ONCE * 5)
+    took = time.monotonic() - started
+    assert r.status == 200 and (r.json or {}).get("data", "").encode() in allowed, \
+        "/get on %s -> %r" % (node.name, r)
+    assert took < scaled(AT_ONCE), "/get on %s took %.2f s" % (node.name, took)
+    return r
+
+
+def check_all_read(nodes, key, value):
+    for n in nodes:
+        r = v1_get(n, key)
+        assert r.status == 200 and r.body == value, \
+            "linearizable read on %s after the partition healed: %r, want %r" % (n.name, r, value)
+
+
+def test_cut_off_follower_refuses_linearizable_reads(cluster):
+    """k=v1 everywhere; follower F1 is paused while k=v2 commits on the leader and
+    F2; then the leader and F2 are paused and F1 continued, alone.  Linearizable
+    reads on F1 (GET /v1/kv default, explicit, ?format=json, a listing, /get with
+    consistency=linearizable) are refused with 503/504 or keep waiting -- none
+    answers 200 -- while, meanwhile, stale reads on F1 answer at once with
+    X-Raftkv-Consistency: stale (v1 at an index below v2's, or v2 if F1 had it
+    buffered).  Once everyone continues, every node reads v2 linearizably."""
+    nodes = cluster.start_nodes(3)
+    leader, (f1, f2) = leader_and_followers(cluster)
+    key = "cons/k"
+    put_ok(leader, key, b"v1")
+    wait_until(lambda: v1_get(f1, key, consistency="stale").body == b"v1", 10,
+               "%s to apply v1" % f1.name)
+    with paused(f1) as p_f1:
+        v2 = put_ok(leader, key, b"v2")
+        with paused(leader, f2):
+            p_f1.resume(f1)
+            finish = start_linearizable_reads(f1, key)
+            check_stale_reads_at_once(f1, key, [b"v1", b"v2"], stale_index_below=v2["index"])
+            outcomes = finish()
+            check_stale_reads_at_once(f1, key, [b"v1", b"v2"], stale_index_below=v2["index"])
+            print("outcomes on the cut-off follower: %s" % outcomes)
+            check_refused(outcomes, f1, [b"v1"])
+    cluster.wait_converged(nodes)
+    check_all_read(nodes, key, b"v2")
+
+
+def test_deposed_leader_refuses_linearizable_reads(cluster):
+    """k=v1 everywhere; the leader L is paused, the two others elect a new leader
+    and commit k=v2; then they are paused and L continued, alone (it may still
+    believe it leads).  Linearizable reads on L are refused with 503/504 or keep
+    waiting -- none answers 200, in particular none answers the stale v1 -- while
+    stale reads on L answer at once with X-Raftkv-Consistency: stale.  Once
+    everyone continues, every node reads v2."""
+    nodes = cluster.start_nodes(3)
+    old, followers = leader_and_followers(cluster)
+    key = "cons/k"
+    put_ok(old, key, b"v1")
+    term = old.status()["term"]
+    with paused(old) as p_old:
+        new = cluster.wait_leader(followers, timeout=30, min_term=term)
+        v2 = put_ok(new, key, b"v2")
+        with paused(*followers):
+            p_old.resume(old)
+            print("the old leader after it continued: %s" % {
+                k: v for k, v in old.status().items() if k in ("role", "term", "leader")})
+            finish = start_linearizable_reads(old, key)
+            check_stale_reads_at_once(old, key, [b"v1", b"v2"], stale_index_below=v2["index"])
+            outcomes = finish()
+            check_stale_reads_at_once(old, key, [b"v1", b"v2"], stale_index_below=v2["index"])
+            print("outcomes on the deposed leader: %s" % outcomes)
+            check_refused(outcomes, old, [b"v1"])
+    cluster.wait_converged(nodes)
+    check_all_read(nodes, key, b"v2")
+
+
+def test_read_after_write_elsewhere_and_headers(cluster):
+    """30 rounds: a write through one node, then at once a read through another:
+    the default /v1 read, ?consistency=linearizable, a listing and the reference
+    /get?consistency=linearizable all see that write, with X-Raftkv-Consistency:
+    linearizable and X-Raftkv-Index >= the write's index (the listing's "index"
+    too).  Stale reads (?consistency=stale, and the reference /get without
+    consistency) carry X-Raftkv-Consistency: stale and an X-Raftkv-Index no
+    greater than the node's applied_index, and converge to the last value."""
+    nodes = cluster.start_nodes(3)
+    leader_and_followers(cluster)
+    key = "cons/rw"
+    for i in range(30):
+        writer, reader = nodes[i % 3], nodes[(i + 1) % 3]
+        value = ("round-%d" % i).encode()
+        w = put_ok(writer, key, value)
+        for what, r in (("default", v1_get(reader, key)),
+                        ("linearizable", v1_get(reader, key, consistency="linearizable")),
+                        ("/get linearizable", reader.request(
+                            "GET", "/get?key=%s&consistency=linearizable" % quote_key(key)))):
+            assert r.status == 200, "round %d, %s read on %s: %r" % (i, what, reader.name, r)
+            got = r.json["data"].encode() if what.startswith("/get") else r.body
+            assert got == value, "round %d: %s read on %s after a write on %s gave %r, want %r" % (
+                i, what, reader.name, writer.name, got, value)
+            assert consistency_of(r) == "linearizable", \
+                "%s read: X-Raftkv-Consistency %r" % (what, r.header("X-Raftkv-Consistency"))
+            assert header_int(r, "X-Raftkv-Index") >= w["index"], \
+                "%s read: X-Raftkv-Index %s < write index %d" % (
+                    what, r.header("X-Raftkv-Index"), w["index"])
+        r = v1_list(reader, prefix=key)
+        assert r.status == 200 and [it["key"] for it in r.json["items"]] == [key], r
+        assert r.json["index"] >= w["index"], r.json
+
+    last = ("round-%d" % 29).encode()
+    for n in nodes:
+        r = v1_get(n, key, consistency="stale")
+        assert r.status == 200 and consistency_of(r) == "stale", (n.name, r)
+        assert header_int(r, "X-Raftkv-Index") <= n.status()["applied_index"], r
+        r = n.request("GET", "/get?key=" + quote_key(key))
+        assert r.status == 200 and consistency_of(r) == "stale", \
+            "/get on %s: X-Raftkv-Consistency %r" % (n.name, r.header("X-Raftkv-Consistency"))
+        header_int(r, "X-Raftkv-Index")
+        wait_until(lambda n=n: v1_get(n, key, consistency="stale").body == last, 10,
+                   "%s's stale read to reach the last write" % n.name)
