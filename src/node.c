@@ -627,6 +627,15 @@ static void node_tick(uv_timer_t *timer)
     node_keep_membership(n);
 }
 
+/* Applied entries reach LMDB in one commit per loop iteration: many entries
+ * share one fsync, and nothing waits longer than one iteration. */
+static void node_flush(uv_check_t *check)
+{
+    struct node *n = check->data;
+    if (n->store != NULL)
+        store_flush(n->store); /* a failure is fatal inside */
+}
+
 /* --- start and stop ------------------------------------------------------ */
 
 int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
@@ -660,6 +669,7 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
     }
     n->fsm.fatal = node_fatal;
     n->fsm.fatal_arg = n;
+    store_set_fatal(n->store, node_fatal, n);
     fsm_raft_bind(&n->fsm, &n->raft_fsm);
     if (client_init(&n->client, loop) != 0) {
         log_error("cannot create the HTTP client");
@@ -696,6 +706,9 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
     uv_timer_init(loop, &n->tick);
     n->tick.data = n;
     uv_timer_start(&n->tick, node_tick, NODE_TICK_MS, NODE_TICK_MS);
+    uv_check_init(loop, &n->flush);
+    n->flush.data = n;
+    uv_check_start(&n->flush, node_flush);
     return 0;
 
 err_client:
@@ -710,7 +723,8 @@ err_store:
 /* Pending parts of a stop: client, tick timer, raft. */
 static void stop_step(struct node *n)
 {
-    if (n->client != NULL || n->raft_open || n->tick.data != NULL)
+    if (n->client != NULL || n->raft_open || n->tick.data != NULL ||
+        n->flush.data != NULL)
         return;
     fsm_close(&n->fsm);
     store_close(n->store);
@@ -730,6 +744,13 @@ static void stop_tick_closed(uv_handle_t *h)
 {
     struct node *n = h->data;
     n->tick.data = NULL;
+    stop_step(n);
+}
+
+static void stop_flush_closed(uv_handle_t *h)
+{
+    struct node *n = h->data;
+    n->flush.data = NULL;
     stop_step(n);
 }
 
@@ -753,6 +774,8 @@ void node_stop(struct node *n, void (*cb)(struct node *n))
         wake_waiters(n, NODE_ESHUTDOWN);
     if (n->tick.data != NULL)
         uv_close((uv_handle_t *)&n->tick, stop_tick_closed);
+    if (n->flush.data != NULL)
+        uv_close((uv_handle_t *)&n->flush, stop_flush_closed);
     if (n->client != NULL)
         client_close(n->client, stop_client_closed, n);
     if (closing_raft_already)

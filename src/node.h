@@ -122,6 +122,7 @@ struct node
     struct queue waiters;        /* node_wait, until a cluster exists */
     struct node_apply_req init;  /* the bootstrap's first entry */
     uv_timer_t tick;
+    uv_check_t flush; /* commits the store's batch once per loop iteration */
     struct client *client;
 
     /* --join and address announcements */

@@ -25,6 +25,10 @@ struct store
     MDB_env *env;
     MDB_dbi kv, members, meta;
     size_t map_size;
+    MDB_txn *batch; /* open write transaction holding applied entries */
+    uint64_t batch_bytes; /* bytes written into it, roughly */
+    void (*fatal)(void *arg, const char *what);
+    void *fatal_arg;
     char path[4096];
 };
 
@@ -126,10 +130,40 @@ err:
     return STORE_EIO;
 }
 
+void store_set_fatal(struct store *s, void (*fatal)(void *arg,
+                                                    const char *what),
+                     void *arg)
+{
+    s->fatal = fatal;
+    s->fatal_arg = arg;
+}
+
+int store_flush(struct store *s)
+{
+    int rc;
+    if (s->batch == NULL)
+        return 0;
+    rc = mdb_txn_commit(s->batch);
+    s->batch = NULL;
+    s->batch_bytes = 0;
+    if (rc != 0) {
+        /* Applied entries are gone from the store but the node already
+         * answered for them: it must stop (they replay after a restart). */
+        log_error("lmdb commit of applied entries failed: %s",
+                  mdb_strerror(rc));
+        if (s->fatal != NULL)
+            s->fatal(s->fatal_arg, "cannot commit applied entries to the "
+                                   "store");
+        return rc == MDB_MAP_FULL ? STORE_EFULL : STORE_EIO;
+    }
+    return 0;
+}
+
 void store_close(struct store *s)
 {
     if (s == NULL)
         return;
+    store_flush(s);
     mdb_env_close(s->env);
     free(s);
 }
@@ -141,6 +175,8 @@ int store_grow(struct store *s)
 
     if (next > STORE_MAP_CEILING)
         return STORE_EFULL;
+    if ((rc = store_flush(s)) != 0)
+        return rc;
     rc = mdb_env_set_mapsize(s->env, next);
     if (rc != 0)
         return store_err(rc, "set_mapsize");
@@ -151,7 +187,35 @@ int store_grow(struct store *s)
 
 int store_sync(struct store *s)
 {
+    int rc = store_flush(s);
+    if (rc != 0)
+        return rc;
     return store_err(mdb_env_sync(s->env, 1), "sync");
+}
+
+/* Grow the map before it fills: a full map inside the batch would cost the
+ * whole batch, not just one entry.  LMDB reports only committed pages, so
+ * the batch's own writes are counted twice over (copy-on-write touches the
+ * branch pages above each leaf too). */
+static int store_headroom(struct store *s)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+    int rc;
+
+    mdb_env_info(s->env, &info);
+    mdb_env_stat(s->env, &ms);
+    uint64_t used = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize +
+                    2 * s->batch_bytes;
+    if (used < info.me_mapsize / 4 * 3)
+        return 0;
+    if ((rc = store_flush(s)) != 0)
+        return rc;
+    mdb_env_info(s->env, &info);
+    used = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+    if (used < info.me_mapsize / 2)
+        return 0;
+    return store_grow(s);
 }
 
 int store_stat(struct store *s, struct store_stat *st)
@@ -164,6 +228,8 @@ int store_stat(struct store *s, struct store_stat *st)
     int rc;
 
     memset(st, 0, sizeof *st);
+    if ((rc = store_flush(s)) != 0)
+        return rc;
     rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
     if (rc != 0)
         return store_err(rc, "stat");
@@ -184,12 +250,28 @@ int store_stat(struct store *s, struct store_stat *st)
 
 int store_txn_begin(struct store *s, bool write, struct store_txn *t)
 {
-    int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
-    if (rc != 0)
-        return store_err(rc, "txn_begin");
+    int rc;
+
     t->store = s;
     t->write = write;
-    return 0;
+    t->txn = NULL;
+    if (!write) {
+        /* Readers must see every applied entry. */
+        if ((rc = store_flush(s)) != 0)
+            return rc;
+        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn);
+        return store_err(rc, "txn_begin");
+    }
+    if ((rc = store_headroom(s)) != 0)
+        return rc;
+    if (s->batch == NULL) {
+        rc = mdb_txn_begin(s->env, NULL, 0, &s->batch);
+        if (rc != 0)
+            return store_err(rc, "txn_begin");
+    }
+    /* A child per write: one that fails is undone alone. */
+    rc = mdb_txn_begin(s->env, s->batch, 0, &t->txn);
+    return store_err(rc, "txn_begin");
 }
 
 int store_txn_commit(struct store_txn *t)
@@ -321,6 +403,7 @@ int store_kv_put(struct store_txn *t, const void *key, size_t klen,
                  MDB_RESERVE | (append ? MDB_APPEND : 0));
     if (rc != 0)
         return store_err(rc, "put");
+    t->store->batch_bytes += k.val.mv_size + v.mv_size + 64;
     uint8_t *p = v.mv_data;
     put_u64(p, rec->create_index);
     put_u64(p + 8, rec->mod_index);

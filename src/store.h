@@ -9,9 +9,14 @@
  * the entry it names, so after any crash the store is exactly the state as
  * of some applied index and the node replays only what comes after it.
  *
- * Reads and writes happen on the loop thread.  Read transactions may overlap
- * a write transaction and each other (MDB_NOTLS).  Records returned by reads
- * point into LMDB's map and stay valid until their transaction ends.
+ * Write transactions are children of one open batch transaction, which
+ * store_flush commits (one fsync for many applied entries; the node flushes
+ * once per loop iteration).  A read transaction flushes the batch first, so
+ * a reader always sees every write committed before it began.  Losing an
+ * unflushed batch in a crash loses nothing: the Raft log replays it.
+ *
+ * Everything happens on the loop thread.  Records returned by reads point
+ * into LMDB's map and stay valid until their transaction ends.
  *
  * Every call returns 0 or one of the negative codes below. */
 #ifndef RAFTKV_STORE_H
@@ -84,11 +89,22 @@ struct store_stat
  * Errors: STORE_EIO (with a log line naming the cause). */
 int store_open(struct store **out, const char *dir, size_t map_size);
 
-/* Close the environment.  No transaction may be open. */
+/* Close the environment (flushing the batch).  No transaction may be open. */
 void store_close(struct store *s);
 
-/* Double the map size (up to a fixed ceiling).  No transaction may be open
- * in this process.  Errors: STORE_EFULL at the ceiling, STORE_EIO. */
+/* Commit the batch of writes, if any.  On failure @fatal (see
+ * store_set_fatal) has been called.  Errors: STORE_EFULL, STORE_EIO. */
+int store_flush(struct store *s);
+
+/* What to call when a flush fails: the applied entries it held are lost
+ * from the store, so the node cannot go on. */
+void store_set_fatal(struct store *s, void (*fatal)(void *arg,
+                                                    const char *what),
+                     void *arg);
+
+/* Double the map size (up to a fixed ceiling), flushing the batch first.  No
+ * other transaction may be open.  Errors: STORE_EFULL at the ceiling,
+ * STORE_EIO. */
 int store_grow(struct store *s);
 
 /* Flush everything to disk (fsync). Errors: STORE_EIO. */
@@ -98,8 +114,9 @@ int store_stat(struct store *s, struct store_stat *st);
 
 /* --- Transactions ------------------------------------------------------ */
 
-/* Begin a read (write=false) or write transaction into @t.
- * Errors: STORE_EIO. */
+/* Begin a read (write=false) or write transaction into @t.  A write
+ * transaction is a child of the batch: committing it makes it part of the
+ * batch, aborting it undoes only it.  Errors: STORE_EFULL, STORE_EIO. */
 int store_txn_begin(struct store *s, bool write, struct store_txn *t);
 
 /* Commit a transaction (a read transaction is simply ended).
