@@ -37,7 +37,7 @@ GITREV  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DEFS    := -DRAFTKV_VERSION='"$(VERSION)"' -DRAFTKV_GITREV='"$(GITREV)"'
 
 .PHONY: all deps build asan unit unit-asan cluster cluster-asan check \
-        check-asan test run clean
+        check-asan test run clean test-faults test-faults-long
 
 all: raftkv raftkv-cli
 
@@ -109,6 +109,30 @@ cluster-asan: $(BA)/raftkv $(BA)/raftkv-cli
 	RAFTKV_BIN=$(CURDIR)/$(BA)/raftkv RAFTKV_CLI=$(CURDIR)/$(BA)/raftkv-cli \
 	  RAFTKV_SANITIZED=1 $(PYTEST) $(PYTEST_ARGS) tests/cluster
 
+# Fault injection (tests/faults, run as root): nodes in network namespaces,
+# partitions, crashes, pauses, disk faults, clock jumps, membership changes,
+# with a linearizability checker.  Short seeded run here; the long one runs
+# for DURATION seconds in ROUND-second rounds with fresh seeds (SEED=N to
+# replay).
+FAULTS_SHIM := $(B)/diskfault.so
+DURATION ?= 600
+ROUND ?= 120
+
+$(FAULTS_SHIM): tests/faults/shim/diskfault.c | $(B)/obj
+	@echo "  LD   $@"
+	$(Q)$(CC) -O2 -g -std=c11 -Wall -Wextra -Werror -shared \
+	  -fPIC -o $@ $< -ldl
+
+test-faults: raftkv $(FAULTS_SHIM)
+	RAFTKV_BIN=$(CURDIR)/raftkv FAULTS_SHIM=$(CURDIR)/$(FAULTS_SHIM) \
+	  $(PYTEST) $(PYTEST_ARGS) tests/faults
+
+test-faults-long: raftkv $(FAULTS_SHIM)
+	RAFTKV_BIN=$(CURDIR)/raftkv FAULTS_SHIM=$(CURDIR)/$(FAULTS_SHIM) \
+	  FAULTS_MODE=long FAULTS_DURATION=$(DURATION) FAULTS_ROUND=$(ROUND) \
+	  $(if $(SEED),FAULTS_SEED=$(SEED)) \
+	  $(PYTEST) $(PYTEST_ARGS) tests/faults/test_faults.py -k long
+
 check: unit cluster
 check-asan: unit-asan cluster-asan
 
@@ -116,6 +140,7 @@ check-asan: unit-asan cluster-asan
 test: deps
 	$(MAKE) check
 	$(MAKE) check-asan
+	$(MAKE) test-faults
 
 run: deps
 	$(MAKE) raftkv

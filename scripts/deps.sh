@@ -5,7 +5,8 @@ set -eu
 
 PKGS="build-essential clang pkg-config make git curl ca-certificates
       libraft-dev libuv1-dev libh2o-dev libssl-dev liblmdb-dev libjansson-dev
-      libcurl4-openssl-dev libcmocka-dev python3 python3-pytest wrk"
+      libcurl4-openssl-dev libcmocka-dev python3 python3-pytest wrk
+      iproute2 iptables util-linux faketime libfaketime libclang-rt-14-dev"
 
 missing=""
 for p in $PKGS; do

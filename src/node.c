@@ -72,8 +72,9 @@ static uint64_t node_cluster_id(void *arg)
 static void node_fatal(void *arg, const char *what)
 {
     (void)arg;
-    log_error("FATAL: %s; stopping now (committed entries remain in the Raft "
-              "log and will be applied after a restart)",
+    log_error("FATAL: %s; stopping now so that nothing unpersisted is served "
+              "(restart the node once the disk is fixed: it recovers from its "
+              "Raft log and the other members)",
               what);
     _exit(1);
 }
@@ -123,9 +124,11 @@ static int raft_open(struct node *n, bool bootstrap)
     }
     /* A corrupt segment must stop the node, not be renamed away silently. */
     raft_uv_set_auto_recovery(&n->io, false);
+    ioguard_install(&n->ioguard, &n->io, node_fatal, n);
     rv = raft_init(&n->raft, &n->io, &n->raft_fsm, n->id, n->raft_addr);
     if (rv != 0) {
         log_error("raft init: %s", raft_errmsg(&n->raft));
+        ioguard_release(&n->ioguard);
         raft_uv_close(&n->io);
         transport_release(&n->transport);
         return -1;
@@ -137,6 +140,9 @@ static int raft_open(struct node *n, bool bootstrap)
     raft_set_heartbeat_timeout(&n->raft, cfg->heartbeat_timeout_ms);
     raft_set_snapshot_threshold(&n->raft, cfg->snapshot_threshold);
     raft_set_snapshot_trailing(&n->raft, cfg->snapshot_trailing);
+    /* A node coming back from a partition with a higher term would depose a
+     * working leader; pre-vote makes it ask first. */
+    raft_set_pre_vote(&n->raft, true);
 
     if (bootstrap) {
         struct raft_configuration conf;
@@ -163,6 +169,7 @@ static int raft_open(struct node *n, bool bootstrap)
 /* After raft_close: free what libraft does not free itself. */
 static void raft_release(struct node *n)
 {
+    ioguard_release(&n->ioguard);
     raft_uv_close(&n->io);
     transport_release(&n->transport);
     n->raft_open = false;

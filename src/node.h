@@ -31,6 +31,7 @@
 #include "command.h"
 #include "config.h"
 #include "fsm.h"
+#include "ioguard.h"
 #include "queue.h"
 #include "readindex.h"
 #include "store.h"
@@ -116,6 +117,7 @@ struct node
     struct raft_fsm raft_fsm;
     struct transport transport;
     struct raft_io io;
+    struct ioguard ioguard;
     struct raft raft;
     bool raft_open; /* raft_init done and raft_close not yet finished */
 

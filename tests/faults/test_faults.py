@@ -1,0 +1,196 @@
+"""Fault-injection tests against real raftkv clusters in network namespaces.
+
+Short mode (default, `make test`): one run per fault kind, each a seeded
+schedule of about FAULTS_CASE_SECONDS of that fault under load, then every
+check (see runner.py).  Long mode (FAULTS_MODE=long, `make
+test-faults-long`): rounds of FAULTS_ROUND seconds mixing every fault
+kind, seed base+i for round i, until FAULTS_DURATION is spent.
+
+A failure message starts with the seed, a replay command, the fault
+schedule and the problems found, including the smallest failing part of
+the history; the run's node logs are kept (path in the message).
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+import conftest
+import db
+import nemesis
+import runner
+from hosts import Net
+
+
+def _say(msg):
+    sys.stdout.write("%s %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stdout.flush()
+
+
+def _config(name, kinds, seed, duration, run_dir, raftkv_bin, shim, replay, **kw):
+    return runner.Config(name, kinds, seed, duration, run_dir, raftkv_bin, shim, replay,
+                         sanitized=os.environ.get("RAFTKV_SANITIZED") == "1", say=_say, **kw)
+
+
+def test_hosts_partition_blocks_traffic(env_ok):
+    """The harness itself: nodes reach each other and the test process; a
+    cut blocks exactly the node-to-node traffic; healing restores it."""
+    net = Net(3, log=_say).up()
+    servers = []
+    try:
+        for i in range(3):
+            servers.append(subprocess.Popen(
+                net.ns_argv(i, [sys.executable, "-c",
+                                "import socket,sys\n"
+                                "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+                                "socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 9000)); "
+                                "s.listen(16)\n"
+                                "while True:\n  c,_=s.accept(); c.close()\n"]),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+        def reach(frm, to):
+            """Can node `frm` (None: the test process) connect to node `to`?"""
+            if frm is None:
+                try:
+                    socket.create_connection((net.ips[to], 9000), timeout=0.5).close()
+                    return True
+                except OSError:
+                    return False
+            p = subprocess.run(net.ns_argv(frm, [
+                sys.executable, "-c",
+                "import socket,sys\ntry:\n socket.create_connection(('%s', 9000), timeout=0.5)"
+                "\nexcept OSError: sys.exit(1)" % net.ips[to]]))
+            return p.returncode == 0
+
+        db.wait_for(lambda: all(reach(None, i) for i in range(3)), 10, "listeners")
+        assert reach(0, 1) and reach(1, 2) and reach(2, 0)
+        net.isolate(0)
+        assert not reach(0, 1) and not reach(1, 0) and not reach(2, 0)
+        assert reach(1, 2), "the majority side must still talk"
+        assert reach(None, 0), "the test process must still reach an isolated node"
+        net.heal()
+        assert reach(0, 1) and reach(1, 0)
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait(5)
+        net.down()
+    assert not any(ns in subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE,
+                                        text=True).stdout for ns in net.namespaces)
+
+
+SHORT_KINDS = conftest.KINDS or nemesis.ALL
+
+
+@pytest.mark.parametrize("kind", SHORT_KINDS)
+def test_fault(kind, raftkv_bin, shim, run_dir):
+    assert kind != "clock" or os.path.exists(db.FAKETIME_LIB), \
+        "libfaketime is not installed (Debian: libfaketime)"
+    seed = conftest.BASE_SEED
+    replay = ("FAULTS_SEED=%d FAULTS_CASE_SECONDS=%g /usr/bin/python3 -m pytest "
+              "tests/faults/test_faults.py -k 'test_fault and %s'"
+              % (seed, conftest.CASE_SECONDS, kind))
+    cfg = _config(kind, [kind], seed, conftest.CASE_SECONDS, run_dir, raftkv_bin, shim,
+                  replay, on=(2.5, 4.0), off=(1.0, 2.5), recovery=1.0)
+    failure = None
+    try:
+        runner.run(cfg)
+    except runner.RunFailed as e:
+        failure = str(e)
+    if failure:
+        pytest.fail(failure, pytrace=False)
+
+
+def _rounds():
+    if conftest.MODE != "long":
+        return [0]
+    return list(range(max(1, int(conftest.DURATION // (conftest.ROUND + 25)))))
+
+
+@pytest.mark.parametrize("round_no", _rounds())
+def test_long_mixed(round_no, raftkv_bin, shim, run_dir):
+    seed = conftest.BASE_SEED + round_no
+    kinds = conftest.KINDS or nemesis.ALL
+    if not os.path.exists(db.FAKETIME_LIB):
+        kinds = [k for k in kinds if k != "clock"]   # libfaketime missing
+    replay = ("FAULTS_MODE=long FAULTS_SEED=%d FAULTS_ROUND=%g FAULTS_DURATION=%g%s "
+              "/usr/bin/python3 -m pytest tests/faults/test_faults.py -k test_long_mixed"
+              % (seed, conftest.ROUND, conftest.ROUND + 25,
+                 " FAULTS_KINDS=" + ",".join(conftest.KINDS) if conftest.KINDS else ""))
+    cfg = _config("mixed-%d" % round_no, kinds, seed, conftest.ROUND, run_dir, raftkv_bin,
+                  shim, replay, clock="clock" in kinds, on=(2.0, 8.0), off=(1.0, 4.0))
+    failure = None
+    try:
+        runner.run(cfg)
+    except runner.RunFailed as e:
+        failure = str(e)
+    if failure:
+        pytest.fail(failure, pytrace=False)
+
+
+def test_stale_hosts_of_a_dead_run_are_removed(env_ok):
+    """What a crashed run left (namespaces named after its pid) is removed at
+    the start of the next run; a live owner's namespaces are left alone."""
+    import hosts
+    p = subprocess.Popen(["true"])
+    p.wait()
+    dead = p.pid                                # a pid that no longer runs
+    stale = "%s%xx1-n1" % (hosts.PREFIX, dead)
+    mine = "%s%xx999-n1" % (hosts.PREFIX, os.getpid())
+    for ns in (stale, mine):
+        hosts.sh(["ip", "netns", "add", ns])
+    try:
+        removed = hosts.cleanup_stale(log=_say)
+        listed = hosts.sh(["ip", "netns", "list"])
+        assert stale in removed and stale not in listed
+        assert mine in listed and mine not in removed
+    finally:
+        for ns in (stale, mine):
+            hosts.sh(["ip", "netns", "del", ns], check=False)
+
+
+def test_diskfault_shim(shim, tmp_path):
+    """The shim fails writes/fsyncs under its directory only, switched live
+    through the control file; other files and stderr are untouched."""
+    data = tmp_path / "data"
+    data.mkdir()
+    ctl = tmp_path / "ctl"
+    ctl.write_bytes(b"off".ljust(256))
+    script = r'''
+import errno, os, sys
+ctl, data, other = sys.argv[1:4]
+def setctl(s):
+    fd = os.open(ctl, os.O_RDWR); os.pwrite(fd, s.encode().ljust(256), 0); os.close(fd)
+def attempt(path, call):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        if call == "write": os.write(fd, b"x")
+        else: os.fsync(fd)
+        return "ok"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    finally:
+        os.close(fd)
+inside, outside = os.path.join(data, "f"), other
+out = [attempt(inside, "write"), attempt(inside, "fsync")]
+setctl("fsync=EIO write=ENOSPC")
+out += [attempt(inside, "write"), attempt(inside, "fsync"), attempt(outside, "write"),
+        attempt(outside, "fsync")]
+sys.stderr.write("stderr still works\n")
+setctl("off")
+out += [attempt(inside, "write"), attempt(inside, "fsync")]
+print(" ".join(out))
+'''
+    env = dict(os.environ, LD_PRELOAD=str(shim), DISKFAULT_DIR=str(data),
+               DISKFAULT_CTL=str(ctl))
+    p = subprocess.run([sys.executable, "-c", script, str(ctl), str(data),
+                        str(tmp_path / "other")], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["ok", "ok", "ENOSPC", "EIO", "ok", "ok", "ok", "ok"]
+    assert "stderr still works" in p.stderr
+    assert "diskfault: injecting ENOSPC into write" in p.stderr
