@@ -396,6 +396,8 @@ void api_metrics(struct api *a, struct http_req *req)
     sync_counter(a, METRICS_SNAPSHOTS_TAKEN, n->fsm.snapshots_taken);
     sync_counter(a, METRICS_SNAPSHOTS_RESTORED, n->fsm.snapshots_restored);
     sync_counter(a, METRICS_BARRIERS, n->reads.barriers);
+    sync_counter(a, METRICS_ENTRIES_PROPOSED, n->propose.entries);
+    sync_counter(a, METRICS_COMMANDS_PROPOSED, n->propose.commands);
     store_stat(n->store, &st);
     g.term = n->raft.current_term;
     g.commit_index = n->raft.commit_index;

@@ -198,31 +198,25 @@ static bool txn_kinds_valid(const struct command_txn *t)
     return true;
 }
 
-long command_encode(const struct command *cmds, unsigned n, void *buf,
-                    size_t cap)
+/* Check @cmds and add up their payload size; 0 or COMMAND_EMALFORMED. */
+static int payload_size(const struct command *cmds, unsigned n, size_t *out)
 {
     size_t payload = 0;
-    uint8_t *p;
-
-    if (n == 0 || n > COMMAND_MAX_COUNT)
-        return COMMAND_EMALFORMED;
     for (unsigned i = 0; i < n; i++) {
-        size_t s = command_size(&cmds[i]);
-        if (s == 0)
+        size_t sz = command_size(&cmds[i]);
+        if (sz == 0)
             return COMMAND_EMALFORMED;
         if (cmds[i].type == CMD_TXN && !txn_kinds_valid(cmds[i].txn))
             return COMMAND_EMALFORMED;
-        payload += s;
+        payload += sz;
     }
-    if (payload > UINT32_MAX || pad8(COMMAND_HEADER_SIZE + payload) > cap)
-        return COMMAND_EMALFORMED;
+    *out = payload;
+    return 0;
+}
 
-    p = buf;
-    p[0] = COMMAND_VERSION;
-    p[1] = 0;
-    put_u16(p + 2, (uint16_t)n);
-    put_u32(p + 4, (uint32_t)payload);
-    p += COMMAND_HEADER_SIZE;
+static uint8_t *payload_put(uint8_t *p, const struct command *cmds,
+                            unsigned n)
+{
     for (unsigned i = 0; i < n; i++) {
         const struct command *c = &cmds[i];
         *p++ = (uint8_t)c->type;
@@ -258,10 +252,87 @@ long command_encode(const struct command *cmds, unsigned n, void *buf,
             break;
         }
     }
-    size_t used = (size_t)(p - (uint8_t *)buf);
-    size_t total = pad8(used);
-    memset(p, 0, total - used);
-    return (long)total;
+    return p;
+}
+
+/* Header in front, zeros behind: the entry is complete. */
+static size_t entry_close(uint8_t *buf, unsigned count, size_t payload)
+{
+    size_t used = COMMAND_HEADER_SIZE + payload, total = pad8(used);
+    buf[0] = COMMAND_VERSION;
+    buf[1] = 0;
+    put_u16(buf + 2, (uint16_t)count);
+    put_u32(buf + 4, (uint32_t)payload);
+    memset(buf + used, 0, total - used);
+    return total;
+}
+
+long command_encode(const struct command *cmds, unsigned n, void *buf,
+                    size_t cap)
+{
+    size_t payload;
+
+    if (n == 0 || n > COMMAND_MAX_COUNT)
+        return COMMAND_EMALFORMED;
+    if (payload_size(cmds, n, &payload) != 0)
+        return COMMAND_EMALFORMED;
+    if (payload > UINT32_MAX || pad8(COMMAND_HEADER_SIZE + payload) > cap)
+        return COMMAND_EMALFORMED;
+    payload_put((uint8_t *)buf + COMMAND_HEADER_SIZE, cmds, n);
+    return (long)entry_close(buf, n, payload);
+}
+
+void command_batch_init(struct command_batch *b)
+{
+    b->buf = NULL;
+    b->len = b->cap = 0;
+    b->count = 0;
+}
+
+int command_batch_add(struct command_batch *b, const struct command *cmds,
+                      unsigned n)
+{
+    size_t payload, need;
+
+    if (n == 0 || b->count + n > COMMAND_MAX_COUNT)
+        return COMMAND_EMALFORMED;
+    if (payload_size(cmds, n, &payload) != 0)
+        return COMMAND_EMALFORMED;
+    if (b->buf == NULL)
+        b->len = COMMAND_HEADER_SIZE; /* room for the header */
+    need = pad8(b->len + payload);
+    if (need - COMMAND_HEADER_SIZE > UINT32_MAX)
+        return COMMAND_EMALFORMED;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *grown = raft_realloc(b->buf, cap);
+        if (grown == NULL)
+            return COMMAND_ENOMEM;
+        b->buf = grown;
+        b->cap = cap;
+    }
+    payload_put(b->buf + b->len, cmds, n);
+    b->len += payload;
+    b->count += n;
+    return 0;
+}
+
+int command_batch_finish(struct command_batch *b, void **base, size_t *len)
+{
+    if (b->count == 0)
+        return COMMAND_EMALFORMED;
+    *len = entry_close(b->buf, b->count, b->len - COMMAND_HEADER_SIZE);
+    *base = b->buf;
+    command_batch_init(b);
+    return 0;
+}
+
+void command_batch_free(struct command_batch *b)
+{
+    raft_free(b->buf);
+    command_batch_init(b);
 }
 
 int command_encode_alloc(const struct command *cmds, unsigned n, void **base,

@@ -143,6 +143,30 @@ long command_encode(const struct command *cmds, unsigned n, void *buf,
 int command_encode_alloc(const struct command *cmds, unsigned n, void **base,
                          size_t *len);
 
+/* One entry built from the commands of several requests (group commit):
+ * add them as they come, then hand the entry to raft_apply. */
+struct command_batch
+{
+    uint8_t *buf; /* raft_malloc'ed; the header's room first */
+    size_t len, cap;
+    unsigned count; /* commands so far */
+};
+
+void command_batch_init(struct command_batch *b);
+
+/* Append @n commands.  Returns 0, COMMAND_EMALFORMED (bad command, or over
+ * COMMAND_MAX_COUNT commands in all) or COMMAND_ENOMEM; on error the batch
+ * is unchanged. */
+int command_batch_add(struct command_batch *b, const struct command *cmds,
+                      unsigned n);
+
+/* Close the entry (header, padding) and hand over its raft_malloc'ed
+ * buffer; the batch is empty again.  COMMAND_EMALFORMED when empty. */
+int command_batch_finish(struct command_batch *b, void **base, size_t *len);
+
+/* Drop what was added. */
+void command_batch_free(struct command_batch *b);
+
 /* --- Decoding ---------------------------------------------------------- */
 
 struct command_iter

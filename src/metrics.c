@@ -87,6 +87,12 @@ static const struct metrics_family metrics_counter_families[] = {
     [METRICS_WRITES_FAILED] = {"raftkv_writes_failed_total",
                                "Write proposals that failed, such as on "
                                "leadership loss."},
+    [METRICS_ENTRIES_PROPOSED] = {"raftkv_entries_proposed_total",
+                                  "Raft entries proposed with client "
+                                  "commands."},
+    [METRICS_COMMANDS_PROPOSED] = {"raftkv_commands_proposed_total",
+                                   "Client commands proposed; several share "
+                                   "an entry under load."},
 };
 _Static_assert(sizeof metrics_counter_families /
                        sizeof metrics_counter_families[0] ==

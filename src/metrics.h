@@ -42,6 +42,8 @@ enum metrics_counter {
     METRICS_STALE_READS,
     METRICS_WRITES_COMMITTED,   /* commands acknowledged to clients */
     METRICS_WRITES_FAILED,      /* proposals that failed (leadership lost) */
+    METRICS_ENTRIES_PROPOSED,   /* Raft entries carrying client commands */
+    METRICS_COMMANDS_PROPOSED,  /* commands in them (group commit ratio) */
     METRICS_COUNTER_COUNT
 };
 

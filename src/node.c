@@ -281,62 +281,18 @@ int node_ensure_cluster(struct node *n, struct node_wait *w, node_wait_cb cb,
 
 /* --- writes ---------------------------------------------------------------- */
 
-static void apply_done(struct raft_apply *raft_req, int status, void *result)
-{
-    struct node_apply_req *req = (struct node_apply_req *)raft_req;
-    int rv;
-
-    if (req->done)
-        return; /* libraft may report twice; answer once */
-    req->done = true;
-    switch (status) {
-    case 0:
-        rv = 0;
-        break;
-    case RAFT_LEADERSHIPLOST:
-    case RAFT_NOTLEADER:
-        rv = NODE_ELEADERSHIPLOST;
-        break;
-    case RAFT_SHUTDOWN:
-    case RAFT_CANCELED:
-        rv = NODE_ESHUTDOWN;
-        break;
-    default:
-        log_error("write failed: %s", raft_strerror(status));
-        rv = NODE_EIO;
-        break;
-    }
-    req->cb(req, rv, rv == 0 ? result : NULL);
-}
-
 int node_apply(struct node *n, struct node_apply_req *req,
                const struct command *cmds, unsigned n_cmds, node_apply_cb cb,
                void *data)
 {
-    struct raft_buffer buf;
-    int rv;
-
     if (n->phase == NODE_STOPPING || !n->raft_open)
         return NODE_ESHUTDOWN;
     if (raft_state(&n->raft) != RAFT_LEADER)
         return NODE_ENOTLEADER;
-    rv = command_encode_alloc(cmds, n_cmds, &buf.base, &buf.len);
-    if (rv != 0)
-        return rv == COMMAND_ENOMEM ? NODE_ENOMEM : NODE_EIO;
     memset(req, 0, sizeof *req);
     req->cb = cb;
     req->data = data;
-    rv = raft_apply(&n->raft, &req->raft, &buf, 1, apply_done);
-    if (rv != 0) {
-        raft_free(buf.base);
-        if (rv == RAFT_NOTLEADER || rv == RAFT_LEADERSHIPLOST)
-            return NODE_ENOTLEADER;
-        if (rv == RAFT_NOMEM)
-            return NODE_ENOMEM;
-        log_error("raft_apply: %s", raft_strerror(rv));
-        return NODE_EIO;
-    }
-    return 0;
+    return propose_add(&n->propose, req, cmds, n_cmds);
 }
 
 /* --- membership views ---------------------------------------------------- */
@@ -634,11 +590,13 @@ static void node_tick(uv_timer_t *timer)
     node_keep_membership(n);
 }
 
-/* Applied entries reach LMDB in one commit per loop iteration: many entries
- * share one fsync, and nothing waits longer than one iteration. */
+/* End of each loop iteration: the writes that arrived go to Raft as one
+ * entry, and the entries applied reach LMDB in one commit (one fsync). */
 static void node_flush(uv_check_t *check)
 {
     struct node *n = check->data;
+    if (n->raft_open)
+        propose_flush(&n->propose);
     if (n->store != NULL)
         store_flush(n->store); /* a failure is fatal inside */
 }
@@ -658,6 +616,7 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
     queue_init(&n->waiters);
     queue_init(&n->joins);
     readindex_init(&n->reads, n, loop);
+    propose_init(&n->propose, n, loop);
     snprintf(n->raft_addr, sizeof n->raft_addr, "%s", raft_addr);
     snprintf(n->http_addr, sizeof n->http_addr, "%s", http_addr);
     snprintf(n->raft_dir, sizeof n->raft_dir, "%s/raft", cfg->data_dir);
@@ -777,6 +736,7 @@ void node_stop(struct node *n, void (*cb)(struct node *n))
     membership_stop(n);
     readindex_fail_all(&n->reads, NODE_ESHUTDOWN);
     readindex_close(&n->reads);
+    propose_close(&n->propose, NODE_ESHUTDOWN);
     if (!closing_raft_already)
         wake_waiters(n, NODE_ESHUTDOWN);
     if (n->tick.data != NULL)

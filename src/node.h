@@ -33,6 +33,7 @@
 #include "fsm.h"
 #include "ioguard.h"
 #include "queue.h"
+#include "propose.h"
 #include "readindex.h"
 #include "store.h"
 #include "transport.h"
@@ -81,10 +82,11 @@ typedef void (*node_apply_cb)(struct node_apply_req *req, int status,
  * which runs exactly once. */
 struct node_apply_req
 {
-    struct raft_apply raft; /* must stay first: libraft hands it back */
     node_apply_cb cb;
     void *data;
     bool done;
+    struct queue link;     /* in the proposal that carries it */
+    unsigned first, count; /* its commands within the entry */
 };
 
 struct node_wait;
@@ -140,6 +142,7 @@ struct node
     bool change_active; /* a removal or transfer is running */
 
     struct readindex reads; /* linearizable reads (readindex.c) */
+    struct propose propose; /* group commit of writes (propose.c) */
 
     uint64_t elections_seen; /* leader changes observed */
     raft_id last_leader;
@@ -163,9 +166,12 @@ void node_stop(struct node *n, void (*cb)(struct node *n));
 int node_ensure_cluster(struct node *n, struct node_wait *w, node_wait_cb cb,
                         void *data);
 
-/* Propose @cmds as one entry.  Returns 0 (then @cb runs exactly once with 0
- * and the fsm result, or NODE_ELEADERSHIPLOST / NODE_ESHUTDOWN), or an error
- * at once: NODE_ENOTLEADER, NODE_ENOMEM, NODE_EIO. */
+/* Propose @cmds, applied atomically (they share an entry with the other
+ * writes of this loop iteration: see propose.h).  Returns 0 (then @cb runs
+ * exactly once with 0 and the fsm result of these commands, or
+ * NODE_ENOTLEADER when nothing was proposed, NODE_ELEADERSHIPLOST when the
+ * outcome is unknown, NODE_ESHUTDOWN), or an error at once:
+ * NODE_ENOTLEADER, NODE_ENOMEM, NODE_EIO. */
 int node_apply(struct node *n, struct node_apply_req *req,
                const struct command *cmds, unsigned n_cmds, node_apply_cb cb,
                void *data);

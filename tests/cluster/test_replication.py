@@ -106,6 +106,7 @@ def test_clients_that_leave_before_commit(cluster):
     once the followers resume, the leader still serves, and its commit index
     moves past the abandoned writes."""
     import os
+    import re
     import signal
     import socket
 
@@ -114,7 +115,16 @@ def test_clients_that_leave_before_commit(cluster):
     nodes = cluster.start_nodes(3)
     leader = cluster.wait_converged(nodes)
     followers = [n for n in nodes if n is not leader]
-    before = leader.status()["last_log_index"]
+
+    def proposed():
+        """Client commands the leader has put in the log so far (several
+        may share one entry)."""
+        text = leader.request("GET", "/metrics").body.decode()
+        m = re.search(r"^raftkv_commands_proposed_total (\d+)$", text, re.M)
+        assert m, "no raftkv_commands_proposed_total in /metrics"
+        return int(m.group(1))
+
+    before = proposed()
     for f in followers:
         os.kill(f.pid, signal.SIGSTOP)
     try:
@@ -127,13 +137,14 @@ def test_clients_that_leave_before_commit(cluster):
             if i % 2:
                 s.shutdown(socket.SHUT_RDWR)  # FIN; the other half just RST on close
             s.close()
-        wait_until(lambda: leader.status()["last_log_index"] >= before + 40, 30,
-                   "the leader to append the 40 abandoned writes")
+        wait_until(lambda: proposed() >= before + 40, 30,
+                   "the leader to propose the 40 abandoned writes")
+        appended = leader.status()["last_log_index"]
         assert leader.request("GET", "/health").status == 200
     finally:
         for f in followers:
             os.kill(f.pid, signal.SIGCONT)
-    wait_until(lambda: leader.status()["commit_index"] >= before + 40, 60,
+    wait_until(lambda: leader.status()["commit_index"] >= appended, 60,
                "the abandoned writes to commit once the followers resume")
     r = leader.set("after", "1")
     assert r.status == 200, r

@@ -562,6 +562,7 @@ static const char *const counter_names[] = {
     "raftkv_forward_errors_total",     "raftkv_read_barriers_total",
     "raftkv_linearizable_reads_total", "raftkv_stale_reads_total",
     "raftkv_writes_committed_total",   "raftkv_writes_failed_total",
+    "raftkv_entries_proposed_total",   "raftkv_commands_proposed_total",
 };
 
 static const char *const gauge_names[] = {

@@ -1,0 +1,164 @@
+/* propose.c - group commit of writes into one Raft entry; see propose.h. */
+#include "propose.h"
+
+#include <stdlib.h>
+
+#include "log.h"
+#include "node.h"
+
+/* One raft_apply carrying the commands of several requests. */
+struct proposal
+{
+    struct raft_apply raft; /* first: libraft hands it back */
+    struct queue reqs;
+    bool done;
+};
+
+static void idle_cb(uv_idle_t *idle) { (void)idle; }
+
+void propose_init(struct propose *p, struct node *node, uv_loop_t *loop)
+{
+    p->node = node;
+    command_batch_init(&p->batch);
+    queue_init(&p->reqs);
+    uv_idle_init(loop, &p->idle);
+    p->idle.data = p;
+    p->closed = false;
+    p->entries = p->commands = 0;
+}
+
+/* Hand every request of @reqs its result (or @status). */
+static void complete(struct queue *reqs, int status,
+                     const struct fsm_result *res)
+{
+    while (!queue_empty(reqs)) {
+        struct queue *q = reqs->next;
+        struct node_apply_req *req = queue_data(q, struct node_apply_req, link);
+        queue_remove(q);
+        if (req->done)
+            continue;
+        req->done = true;
+        if (status != 0 || res == NULL) {
+            req->cb(req, status != 0 ? status : NODE_EIO, NULL);
+            continue;
+        }
+        if (res->n < req->first + req->count) {
+            log_error("entry %llu applied %u commands, expected %u",
+                      (unsigned long long)res->index, res->n,
+                      req->first + req->count);
+            req->cb(req, NODE_EIO, NULL);
+            continue;
+        }
+        /* The request sees only its own commands. */
+        struct fsm_result view = *res;
+        view.n = req->count;
+        view.outcomes = res->outcomes + req->first;
+        req->cb(req, 0, &view); /* may free req */
+    }
+}
+
+static void applied(struct raft_apply *raft_req, int status, void *result)
+{
+    struct proposal *prop = (struct proposal *)raft_req;
+    int rv;
+
+    if (prop->done)
+        return; /* libraft may report twice; answer once */
+    prop->done = true;
+    switch (status) {
+    case 0:
+        rv = 0;
+        break;
+    case RAFT_LEADERSHIPLOST:
+    case RAFT_NOTLEADER:
+        rv = NODE_ELEADERSHIPLOST;
+        break;
+    case RAFT_SHUTDOWN:
+    case RAFT_CANCELED:
+        rv = NODE_ESHUTDOWN;
+        break;
+    default:
+        log_error("write failed: %s", raft_strerror(status));
+        rv = NODE_EIO;
+        break;
+    }
+    complete(&prop->reqs, rv, rv == 0 ? result : NULL);
+    free(prop);
+}
+
+void propose_flush(struct propose *p)
+{
+    struct node *n = p->node;
+    struct proposal *prop;
+    struct raft_buffer buf;
+    unsigned count = p->batch.count;
+    int rv;
+
+    uv_idle_stop(&p->idle);
+    if (queue_empty(&p->reqs))
+        return;
+    prop = calloc(1, sizeof *prop);
+    if (prop == NULL) {
+        command_batch_free(&p->batch);
+        complete(&p->reqs, NODE_ENOMEM, NULL);
+        return;
+    }
+    /* The queued requests move to the proposal. */
+    queue_init(&prop->reqs);
+    while (!queue_empty(&p->reqs)) {
+        struct queue *q = p->reqs.next;
+        queue_remove(q);
+        queue_push(&prop->reqs, q);
+    }
+    command_batch_finish(&p->batch, &buf.base, &buf.len);
+    if (!node_is_leader(n)) {
+        rv = RAFT_NOTLEADER;
+    } else {
+        rv = raft_apply(&n->raft, &prop->raft, &buf, 1, applied);
+    }
+    if (rv != 0) {
+        raft_free(buf.base);
+        /* Nothing was appended: a request may safely go elsewhere. */
+        complete(&prop->reqs,
+                 rv == RAFT_NOTLEADER || rv == RAFT_LEADERSHIPLOST
+                     ? NODE_ENOTLEADER
+                     : rv == RAFT_NOMEM ? NODE_ENOMEM : NODE_EIO,
+                 NULL);
+        free(prop);
+        return;
+    }
+    p->entries++;
+    p->commands += count;
+}
+
+int propose_add(struct propose *p, struct node_apply_req *req,
+                const struct command *cmds, unsigned n)
+{
+    unsigned first = p->batch.count;
+    int rv;
+
+    if (p->batch.count + n > PROPOSE_MAX_COMMANDS)
+        propose_flush(p);
+    first = p->batch.count;
+    rv = command_batch_add(&p->batch, cmds, n);
+    if (rv != 0)
+        return rv == COMMAND_ENOMEM ? NODE_ENOMEM : NODE_EIO;
+    req->first = first;
+    req->count = n;
+    if (queue_empty(&p->reqs) && !p->closed)
+        uv_idle_start(&p->idle, idle_cb); /* do not sleep before the check */
+    queue_push(&p->reqs, &req->link);
+    if (p->batch.len >= PROPOSE_MAX_BYTES)
+        propose_flush(p);
+    return 0;
+}
+
+void propose_close(struct propose *p, int status)
+{
+    command_batch_free(&p->batch);
+    complete(&p->reqs, status, NULL);
+    if (!p->closed) {
+        p->closed = true;
+        uv_close((uv_handle_t *)&p->idle, NULL);
+    }
+}
