@@ -70,9 +70,9 @@ void api_cluster_members(struct api *a, struct http_req *req)
     {
         if (strcmp(k, "id") != 0 && strcmp(k, "raft_addr") != 0 &&
             strcmp(k, "http_addr") != 0) {
-            json_decref(doc);
             http_reply_error(req, 400, "unknown field \"%s\": use id, "
                                        "raft_addr, http_addr", k);
+            json_decref(doc); /* after the reply: k points into it */
             return;
         }
     }
@@ -253,8 +253,8 @@ void api_cluster_leader(struct api *a, struct http_req *req)
         json_object_foreach(doc, k, v)
         {
             if (strcmp(k, "id") != 0) {
-                json_decref(doc);
                 http_reply_error(req, 400, "unknown field \"%s\"", k);
+                json_decref(doc); /* after the reply: k points into it */
                 return;
             }
         }

@@ -65,6 +65,10 @@ static uint8_t *bytes_put(uint8_t *p, struct command_bytes b)
     return p + b.len;
 }
 
+/* A key as the store takes it: 1 to 65535 bytes. */
+static int key_get(const uint8_t **pos, const uint8_t *end,
+                   struct command_bytes *out);
+
 static int bytes_get(const uint8_t **pos, const uint8_t *end,
                      struct command_bytes *out)
 {
@@ -100,6 +104,15 @@ static size_t txn_size(const struct command_txn *t)
     for (unsigned i = 0; i < t->n_failure; i++)
         n += op_size(&t->failure[i]);
     return n;
+}
+
+static int key_get(const uint8_t **pos, const uint8_t *end,
+                   struct command_bytes *out)
+{
+    if (bytes_get(pos, end, out) != 0 || out->len == 0 ||
+        out->len > COMMAND_MAX_KEY)
+        return -1;
+    return 0;
 }
 
 /* Payload size of one command, or 0 for an unknown type. */
@@ -387,7 +400,7 @@ static int op_get(const uint8_t **p, const uint8_t *end,
     op->kind = (enum command_op_kind) * (*p)++;
     if (op->kind < OP_PUT || op->kind > OP_GET)
         return -1;
-    if (bytes_get(p, end, &op->key) != 0)
+    if (key_get(p, end, &op->key) != 0)
         return -1;
     op->value.base = NULL;
     op->value.len = 0;
@@ -404,7 +417,7 @@ static int compare_get(const uint8_t **p, const uint8_t *end,
     cmp->kind = (enum command_cmp_kind) * (*p)++;
     if (cmp->kind < CMP_MOD_INDEX || cmp->kind > CMP_VALUE)
         return -1;
-    if (bytes_get(p, end, &cmp->key) != 0)
+    if (key_get(p, end, &cmp->key) != 0)
         return -1;
     cmp->number = 0;
     cmp->value.base = NULL;
@@ -494,12 +507,12 @@ int command_iter_next(struct command_iter *it, struct command *cmd)
     cmd->type = (enum command_type) * (*p)++;
     switch (cmd->type) {
     case CMD_PUT:
-        if (bytes_get(p, it->end, &cmd->key) != 0 ||
+        if (key_get(p, it->end, &cmd->key) != 0 ||
             bytes_get(p, it->end, &cmd->value) != 0)
             return COMMAND_EMALFORMED;
         break;
     case CMD_DELETE:
-        if (bytes_get(p, it->end, &cmd->key) != 0)
+        if (key_get(p, it->end, &cmd->key) != 0)
             return COMMAND_EMALFORMED;
         break;
     case CMD_INIT:
@@ -511,17 +524,20 @@ int command_iter_next(struct command_iter *it, struct command *cmd)
         if (varint_get(p, it->end, &cmd->id) != 0 ||
             bytes_get(p, it->end, &cmd->name) != 0 ||
             bytes_get(p, it->end, &cmd->raft_addr) != 0 ||
-            bytes_get(p, it->end, &cmd->http_addr) != 0)
+            bytes_get(p, it->end, &cmd->http_addr) != 0 ||
+            cmd->name.len > COMMAND_MAX_FIELD ||
+            cmd->raft_addr.len > COMMAND_MAX_FIELD ||
+            cmd->http_addr.len > COMMAND_MAX_FIELD)
             return COMMAND_EMALFORMED;
         break;
     case CMD_PUT_CAS:
-        if (bytes_get(p, it->end, &cmd->key) != 0 ||
+        if (key_get(p, it->end, &cmd->key) != 0 ||
             bytes_get(p, it->end, &cmd->value) != 0 ||
             varint_get(p, it->end, &cmd->cas) != 0)
             return COMMAND_EMALFORMED;
         break;
     case CMD_DELETE_CAS:
-        if (bytes_get(p, it->end, &cmd->key) != 0 ||
+        if (key_get(p, it->end, &cmd->key) != 0 ||
             varint_get(p, it->end, &cmd->cas) != 0)
             return COMMAND_EMALFORMED;
         break;

@@ -19,8 +19,11 @@
  * entries on restart when an entry's length is not a multiple of 8.
  *
  * Decoding never trusts the input: every length is checked against what is
- * left, unknown versions and types are rejected, and strings point into the
- * entry (no copies), so decoded commands live as long as the buffer. */
+ * left, unknown versions and types are rejected, keys must be 1 to
+ * COMMAND_MAX_KEY bytes (what the store accepts: a committed entry that the
+ * store would refuse must be skipped alike by every node, not stop them),
+ * and strings point into the entry (no copies), so decoded commands live as
+ * long as the buffer. */
 #ifndef RAFTKV_COMMAND_H
 #define RAFTKV_COMMAND_H
 
@@ -30,6 +33,8 @@
 #define COMMAND_VERSION 1
 #define COMMAND_HEADER_SIZE 8
 #define COMMAND_MAX_COUNT 65535
+#define COMMAND_MAX_KEY 65535 /* keys are 1 to this many bytes */
+#define COMMAND_MAX_FIELD 1024 /* member names and addresses */
 
 /* Error codes (negative). */
 #define COMMAND_EMALFORMED (-1) /* truncated, bad length, trailing bytes */

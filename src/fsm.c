@@ -266,7 +266,8 @@ static int apply_txn(struct fsm *f, struct store_txn *t, uint64_t index,
 }
 
 static int apply_command(struct fsm *f, struct store_txn *t, uint64_t index,
-                         const struct command *c, struct fsm_outcome *o)
+                         const struct command *c, struct fsm_outcome *o,
+                         uint64_t *cluster_id)
 {
     struct store_member m;
     bool match = false;
@@ -300,14 +301,17 @@ static int apply_command(struct fsm *f, struct store_txn *t, uint64_t index,
     case CMD_TXN:
         return apply_txn(f, t, index, c, o);
     case CMD_INIT:
-        if (f->cluster_id != 0 && f->cluster_id != c->id) {
-            log_warn("entry %llu re-initializes cluster %016llx as %016llx; "
-                     "ignored",
-                     (unsigned long long)index,
-                     (unsigned long long)f->cluster_id,
-                     (unsigned long long)c->id);
+        /* Only the first INIT counts, also within one entry. */
+        if (*cluster_id != 0) {
+            if (*cluster_id != c->id)
+                log_warn("entry %llu re-initializes cluster %016llx as "
+                         "%016llx; ignored",
+                         (unsigned long long)index,
+                         (unsigned long long)*cluster_id,
+                         (unsigned long long)c->id);
             return 0;
         }
+        *cluster_id = c->id;
         return store_meta_put(t, META_CLUSTER, c->id);
     case CMD_MEMBER_PUT:
         if (c->id == 0)
@@ -362,11 +366,9 @@ static int apply_once(struct fsm *f, uint64_t index, const void *buf,
         command_iter_next(&it, &c);
         memset(o, 0, sizeof *o);
         o->index = index;
-        rv = apply_command(f, &t, index, &c, o);
+        rv = apply_command(f, &t, index, &c, o, cluster_id);
         if (rv != 0)
             goto abort;
-        if (c.type == CMD_INIT && *cluster_id == 0)
-            *cluster_id = c.id;
         if (c.type == CMD_MEMBER_PUT || c.type == CMD_MEMBER_DEL)
             *members_changed = true;
     }

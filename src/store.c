@@ -42,6 +42,7 @@ static int store_err(int rc, const char *what)
     case MDB_MAP_FULL:
         return STORE_EFULL;
     case MDB_BAD_VALSIZE:
+    case MDB_KEYEXIST: /* an append out of order: the input is bad */
         return STORE_EINVAL;
     case MDB_CORRUPTED:
     case MDB_PAGE_NOTFOUND:

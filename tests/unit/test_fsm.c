@@ -460,6 +460,52 @@ static void test_txn_branches(void **state)
     side_close(&s);
 }
 
+/* Found by fuzzing: committed entries the store would refuse, or a
+ * snapshot out of order, must never stop a node. */
+static void test_fuzz_regressions(void **state)
+{
+    (void)state;
+    struct side s, b;
+    struct fsm_result *r;
+    side_open(&s);
+    side_open(&b);
+
+    /* An empty key is malformed: the entry is skipped, the node goes on. */
+    uint8_t empty_key[16] = {1, 0, 1, 0, 4, 0, 0, 0, CMD_PUT_CAS, 0, 1, 'v',
+                             0, 0, 0, 0};
+    empty_key[12] = 0; /* cas varint */
+    assert_true(command_validate(empty_key, 16) < 0);
+    assert_int_equal(fsm_apply_entry(&s.fsm, 1, empty_key, 16, &r), 0);
+    assert_int_equal(r->n, 0);
+
+    /* Two INITs in one entry: the first wins, in memory and on disk. */
+    struct command two[2] = {{.type = CMD_INIT, .id = 11},
+                             {.type = CMD_INIT, .id = 22}};
+    apply(&s.fsm, 2, two, 2);
+    assert_int_equal(s.fsm.cluster_id, 11);
+    side_reopen(&s);
+    assert_int_equal(s.fsm.cluster_id, 11);
+
+    /* A snapshot whose keys are out of order is corrupt, not fatal. */
+    uint8_t snap[64] = "RKVSNAP1";
+    snap[8] = 9;  /* applied index */
+    snap[32] = 2; /* two keys, "b" then "a" */
+    uint8_t *p = snap + 40;
+    const char *keys[2] = {"b", "a"};
+    for (int i = 0; i < 2; i++) {
+        *p++ = 1;
+        *p++ = (uint8_t)keys[i][0];
+        *p++ = 1; /* create */
+        *p++ = 1; /* mod */
+        *p++ = 1; /* version */
+        *p++ = 0; /* empty value */
+    }
+    assert_int_equal(fsm_restore(&b.fsm, snap, (size_t)(p - snap)),
+                     RAFT_CORRUPT);
+    side_close(&s);
+    side_close(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -473,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_long_keys),
         cmocka_unit_test(test_cas_put_and_delete),
         cmocka_unit_test(test_txn_branches),
+        cmocka_unit_test(test_fuzz_regressions),
     };
     return cmocka_run_group_tests_name("fsm", tests, NULL, NULL);
 }
