@@ -321,12 +321,12 @@ void api_status(struct api *a, struct http_req *req)
         "s:o, s:s, s:I, s:I, s:I, s:s}",
         "id", n->cfg->node_id, "raft_addr", n->raft_addr, "http_addr",
         n->http_addr, "role", node_role(n), "term",
-        (json_int_t)n->raft.current_term, "leader",
+        (json_int_t)n->raft->current_term, "leader",
         node_leader(n, &leader) == 0 ? api_member_json(&leader) : json_null(),
-        "commit_index", (json_int_t)n->raft.commit_index, "applied_index",
+        "commit_index", (json_int_t)n->raft->commit_index, "applied_index",
         (json_int_t)node_applied_index(n), "last_log_index",
-        (json_int_t)(n->raft_open ? raft_last_index(&n->raft) : 0),
-        "snapshot_index", (json_int_t)n->raft.log.snapshot.last_index,
+        (json_int_t)(n->raft_open ? raft_last_index(n->raft) : 0),
+        "snapshot_index", (json_int_t)n->raft->log.snapshot.last_index,
         "snapshots_taken", (json_int_t)n->fsm.snapshots_taken,
         "snapshots_restored", (json_int_t)n->fsm.snapshots_restored,
         "elections_seen", (json_int_t)n->elections_seen, "members", members,
@@ -358,7 +358,7 @@ void api_ready(struct api *a, struct http_req *req)
         reason = "stopping";
     else if (node_leader(n, &leader) != 0)
         reason = "no leader is known";
-    else if (node_applied_index(n) < n->raft.commit_index)
+    else if (node_applied_index(n) < n->raft->commit_index)
         reason = "still applying committed entries";
     if (reason != NULL) {
         http_add_header(req, "Retry-After", "1");
@@ -399,11 +399,11 @@ void api_metrics(struct api *a, struct http_req *req)
     sync_counter(a, METRICS_ENTRIES_PROPOSED, n->propose.entries);
     sync_counter(a, METRICS_COMMANDS_PROPOSED, n->propose.commands);
     store_stat(n->store, &st);
-    g.term = n->raft.current_term;
-    g.commit_index = n->raft.commit_index;
+    g.term = n->raft->current_term;
+    g.commit_index = n->raft->commit_index;
     g.applied_index = node_applied_index(n);
-    g.last_log_index = n->raft_open ? raft_last_index(&n->raft) : 0;
-    g.snapshot_index = n->raft.log.snapshot.last_index;
+    g.last_log_index = n->raft_open ? raft_last_index(n->raft) : 0;
+    g.snapshot_index = n->raft->log.snapshot.last_index;
     g.is_leader = node_is_leader(n);
     g.members = count;
     for (unsigned i = 0; i < count && i < MAX_MEMBERS; i++)

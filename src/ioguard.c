@@ -17,7 +17,10 @@ struct guarded
     raft_io_snapshot_put_cb snapshot_cb;
 };
 
-static struct ioguard *installed; /* one raft instance per process */
+/* A node may have had several libraft instances (bootstrap reopens one);
+ * late callbacks of an old one must still find their guard. */
+static struct ioguard *guards;
+static struct queue pending = {&pending, &pending}; /* async writes */
 
 static bool is_disk_error(int status)
 {
@@ -33,9 +36,9 @@ static void stop(struct ioguard *g, const char *what, int status)
     g->fatal(g->arg, msg);
 }
 
-static struct guarded *take(struct ioguard *g, void *req)
+static struct guarded *take(void *req)
 {
-    for (struct queue *q = g->pending.next; q != &g->pending; q = q->next) {
+    for (struct queue *q = pending.next; q != &pending; q = q->next) {
         struct guarded *w = queue_data(q, struct guarded, link);
         if (w->req == req) {
             queue_remove(q);
@@ -47,23 +50,33 @@ static struct guarded *take(struct ioguard *g, void *req)
 
 static void append_done(struct raft_io_append *req, int status)
 {
-    struct guarded *w = take(installed, req);
+    struct guarded *w = take(req);
+    struct ioguard *g;
     raft_io_append_cb cb;
 
     if (w == NULL)
         return; /* cannot happen: every append is tracked */
     cb = w->append_cb;
+    g = w->g;
     free(w);
     if (is_disk_error(status))
-        stop(installed, "append", status);
+        stop(g, "append", status);
     cb(req, status);
+}
+
+static struct ioguard *guard_of(struct raft_io *io)
+{
+    for (struct ioguard *g = guards; g != NULL; g = g->next)
+        if (g->io == io)
+            return g;
+    abort(); /* only guarded I/O calls in here */
 }
 
 static int guard_append(struct raft_io *io, struct raft_io_append *req,
                         const struct raft_entry entries[], unsigned n,
                         raft_io_append_cb cb)
 {
-    struct ioguard *g = installed;
+    struct ioguard *g = guard_of(io);
     struct guarded *w = calloc(1, sizeof *w);
     int rv;
 
@@ -72,7 +85,7 @@ static int guard_append(struct raft_io *io, struct raft_io_append *req,
     w->g = g;
     w->req = req;
     w->append_cb = cb;
-    queue_push(&g->pending, &w->link);
+    queue_push(&pending, &w->link);
     rv = g->append(io, req, entries, n, append_done);
     if (rv != 0) {
         queue_remove(&w->link);
@@ -85,15 +98,17 @@ static int guard_append(struct raft_io *io, struct raft_io_append *req,
 
 static void snapshot_done(struct raft_io_snapshot_put *req, int status)
 {
-    struct guarded *w = take(installed, req);
+    struct guarded *w = take(req);
+    struct ioguard *g;
     raft_io_snapshot_put_cb cb;
 
     if (w == NULL)
         return;
     cb = w->snapshot_cb;
+    g = w->g;
     free(w);
     if (is_disk_error(status))
-        stop(installed, "snapshot write", status);
+        stop(g, "snapshot write", status);
     cb(req, status);
 }
 
@@ -102,7 +117,7 @@ static int guard_snapshot_put(struct raft_io *io, unsigned trailing,
                               const struct raft_snapshot *snapshot,
                               raft_io_snapshot_put_cb cb)
 {
-    struct ioguard *g = installed;
+    struct ioguard *g = guard_of(io);
     struct guarded *w = calloc(1, sizeof *w);
     int rv;
 
@@ -111,7 +126,7 @@ static int guard_snapshot_put(struct raft_io *io, unsigned trailing,
     w->g = g;
     w->req = req;
     w->snapshot_cb = cb;
-    queue_push(&g->pending, &w->link);
+    queue_push(&pending, &w->link);
     rv = g->snapshot_put(io, trailing, req, snapshot, snapshot_done);
     if (rv != 0) {
         queue_remove(&w->link);
@@ -124,26 +139,45 @@ static int guard_snapshot_put(struct raft_io *io, unsigned trailing,
 
 static int guard_set_term(struct raft_io *io, raft_term term)
 {
-    int rv = installed->set_term(io, term);
+    struct ioguard *g = guard_of(io);
+    int rv = g->set_term(io, term);
     if (is_disk_error(rv))
-        stop(installed, "term write", rv);
+        stop(g, "term write", rv);
     return rv;
 }
 
 static int guard_set_vote(struct raft_io *io, raft_id id)
 {
-    int rv = installed->set_vote(io, id);
+    struct ioguard *g = guard_of(io);
+    int rv = g->set_vote(io, id);
     if (is_disk_error(rv))
-        stop(installed, "vote write", rv);
+        stop(g, "vote write", rv);
     return rv;
 }
 
 static int guard_truncate(struct raft_io *io, raft_index index)
 {
-    int rv = installed->truncate(io, index);
+    struct ioguard *g = guard_of(io);
+    int rv = g->truncate(io, index);
     if (is_disk_error(rv))
-        stop(installed, "truncate", rv);
+        stop(g, "truncate", rv);
     return rv;
+}
+
+static void close_done(struct raft_io *io)
+{
+    struct ioguard *g = guard_of(io);
+    if (g->close_reported)
+        return; /* libraft 0.15 reports twice; its handler frees twice */
+    g->close_reported = true;
+    g->close_cb(io);
+}
+
+static void guard_close(struct raft_io *io, raft_io_close_cb cb)
+{
+    struct ioguard *g = guard_of(io);
+    g->close_cb = cb;
+    g->close(io, close_done);
 }
 
 void ioguard_install(struct ioguard *g, struct raft_io *io,
@@ -152,7 +186,8 @@ void ioguard_install(struct ioguard *g, struct raft_io *io,
     g->io = io;
     g->fatal = fatal;
     g->arg = arg;
-    queue_init(&g->pending);
+    g->close_reported = false;
+    g->close = io->close;
     g->append = io->append;
     g->snapshot_put = io->snapshot_put;
     g->set_term = io->set_term;
@@ -163,18 +198,29 @@ void ioguard_install(struct ioguard *g, struct raft_io *io,
     io->set_term = guard_set_term;
     io->set_vote = guard_set_vote;
     io->truncate = guard_truncate;
-    installed = g;
+    io->close = guard_close;
+    g->next = guards;
+    guards = g;
 }
 
 void ioguard_release(struct ioguard *g)
 {
-    /* Requests libraft never completed (it does complete them on close;
-     * this only guards against leaks). */
-    while (!queue_empty(&g->pending)) {
-        struct queue *q = g->pending.next;
-        queue_remove(q);
-        free(queue_data(q, struct guarded, link));
+    struct queue *q, *next;
+
+    /* Requests libraft never completed (it completes them on close; this
+     * only guards against leaks). */
+    for (q = pending.next; q != &pending; q = next) {
+        next = q->next;
+        struct guarded *w = queue_data(q, struct guarded, link);
+        if (w->g == g) {
+            queue_remove(q);
+            free(w);
+        }
     }
-    if (installed == g)
-        installed = NULL;
+    for (struct ioguard **p = &guards; *p != NULL; p = &(*p)->next) {
+        if (*p == g) {
+            *p = g->next;
+            break;
+        }
+    }
 }

@@ -8,7 +8,13 @@
  * persistence calls of libraft's uv I/O (append, snapshot_put, set_term,
  * set_vote, truncate) and turns the first I/O error into a clean stop with a
  * clear log line, before libraft sees it.  After the fault is fixed the node
- * restarts from what is on disk and catches up from the others. */
+ * restarts from what is on disk and catches up from the others.
+ *
+ * It also wraps close: libraft 0.15's uv I/O may report "closed" twice when
+ * a late write completes after the first report, and libraft's own close
+ * handler then frees the same memory twice ("double free detected" at
+ * SIGTERM right after a write, with the data directory on tmpfs).  Only the
+ * first report is passed on. */
 #ifndef RAFTKV_IOGUARD_H
 #define RAFTKV_IOGUARD_H
 
@@ -19,9 +25,12 @@
 struct ioguard
 {
     struct raft_io *io;
+    struct ioguard *next; /* every guard of the process */
+    void (*close)(struct raft_io *io, raft_io_close_cb cb);
+    raft_io_close_cb close_cb;
+    bool close_reported;
     void (*fatal)(void *arg, const char *what);
     void *arg;
-    struct queue pending; /* async writes in flight */
     int (*append)(struct raft_io *io, struct raft_io_append *req,
                   const struct raft_entry entries[], unsigned n,
                   raft_io_append_cb cb);

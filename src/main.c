@@ -174,6 +174,7 @@ int main(int argc, char **argv)
              s.cfg.node_id, raft_addr, http_addr, s.cfg.data_dir);
 
     uv_run(&s.loop, UV_RUN_DEFAULT);
+    node_destroy(&s.node);
     api_close(&s.api);
     rv = uv_loop_close(&s.loop);
     if (rv != 0) {

@@ -89,7 +89,7 @@ static void undo(struct join_req *j)
     }
     j->step = JOIN_REMOVING;
     j->change.data = j;
-    rv = raft_remove(&n->raft, &j->change, j->id, removed_cb);
+    rv = raft_remove(n->raft, &j->change, j->id, removed_cb);
     if (rv != 0) {
         log_warn("could not remove %s after a failed join: %s", j->name,
                  raft_strerror(rv));
@@ -149,7 +149,7 @@ static void promoted_cb(struct raft_change *change, int status)
 static void step_catchup(struct join_req *j)
 {
     j->step = JOIN_CATCHUP;
-    j->target = raft_last_index(&j->node->raft);
+    j->target = raft_last_index(j->node->raft);
     j->last_match = 0;
     j->last_progress_ms = uv_now(j->node->loop);
     membership_tick(j->node);
@@ -174,7 +174,7 @@ static void assign(struct join_req *j, int role, raft_change_cb cb)
 {
     int rv;
     j->change.data = j;
-    rv = raft_assign(&j->node->raft, &j->change, j->id, role, cb);
+    rv = raft_assign(j->node->raft, &j->change, j->id, role, cb);
     if (rv != 0) {
         snprintf(j->msg, sizeof j->msg, "cannot change the role of %s: %s",
                  j->name, raft_strerror(rv));
@@ -198,7 +198,7 @@ static void added_cb(struct raft_change *change, int status)
 static void begin(struct join_req *j)
 {
     struct node *n = j->node;
-    const struct raft_configuration *c = &n->raft.configuration;
+    const struct raft_configuration *c = &n->raft->configuration;
     const struct raft_server *same_id = NULL, *same_addr = NULL;
     struct store_txn t;
     struct store_member sm;
@@ -252,10 +252,10 @@ static void begin(struct join_req *j)
     if (same_id == NULL) {
         log_info("adding %s (%016llx) at %s", j->name,
                  (unsigned long long)j->id, j->raft_addr);
-        transport_forget(&n->transport, j->id);
+        transport_forget(&n->ri->transport, j->id);
         j->step = JOIN_ADDING;
         j->change.data = j;
-        rv = raft_add(&n->raft, &j->change, j->id, j->raft_addr, added_cb);
+        rv = raft_add(n->raft, &j->change, j->id, j->raft_addr, added_cb);
         if (rv != 0) {
             snprintf(j->msg, sizeof j->msg, "cannot add %s: %s", j->name,
                      raft_strerror(rv));
@@ -292,7 +292,7 @@ static void start_next(struct node *n)
 void membership_tick(struct node *n)
 {
     struct join_req *j = n->join_active;
-    const struct raft_configuration *c = &n->raft.configuration;
+    const struct raft_configuration *c = &n->raft->configuration;
     const struct transport_refusal *refusal;
     uint64_t now = uv_now(n->loop);
     raft_index match = 0;
@@ -312,7 +312,7 @@ void membership_tick(struct node *n)
         finish(j, NODE_ELEADERSHIPLOST);
         return;
     }
-    refusal = transport_refusal(&n->transport, j->id);
+    refusal = transport_refusal(&n->ri->transport, j->id);
     if (refusal != NULL && refusal->when_ms >= j->started_ms) {
         snprintf(j->msg, sizeof j->msg,
                  "%s at %s belongs to another cluster (%016llx; this cluster "
@@ -326,7 +326,7 @@ void membership_tick(struct node *n)
     }
     for (unsigned i = 0; i < c->n; i++) {
         if (c->servers[i].id == j->id) {
-            match = n->raft.leader_state.progress[i].match_index;
+            match = n->raft->leader_state.progress[i].match_index;
             found = true;
         }
     }
@@ -443,7 +443,7 @@ void membership_stop(struct node *n)
 
 static const struct raft_server *config_find(struct node *n, raft_id id)
 {
-    const struct raft_configuration *c = &n->raft.configuration;
+    const struct raft_configuration *c = &n->raft->configuration;
     for (unsigned i = 0; i < c->n; i++)
         if (c->servers[i].id == id)
             return &c->servers[i];
@@ -452,7 +452,7 @@ static const struct raft_server *config_find(struct node *n, raft_id id)
 
 static unsigned voter_count(struct node *n)
 {
-    const struct raft_configuration *c = &n->raft.configuration;
+    const struct raft_configuration *c = &n->raft->configuration;
     unsigned v = 0;
     for (unsigned i = 0; i < c->n; i++)
         v += c->servers[i].role == RAFT_VOTER;
@@ -532,7 +532,7 @@ int membership_remove(struct node *n, struct member_change *c,
     if (s->role == RAFT_VOTER && voter_count(n) <= 1)
         return NODE_ECONFLICT;
     c->change.data = c;
-    rv = raft_remove(&n->raft, &c->change, c->id, removed_member_cb);
+    rv = raft_remove(n->raft, &c->change, c->id, removed_member_cb);
     if (rv != 0) {
         snprintf(c->msg, sizeof c->msg, "cannot remove %s: %s", name,
                  raft_strerror(rv));
@@ -550,7 +550,7 @@ static void transferred_cb(struct raft_transfer *t)
     raft_id leader = 0;
     const char *addr = NULL;
 
-    raft_leader(&n->raft, &leader, &addr);
+    raft_leader(n->raft, &leader, &addr);
     bool moved = leader != 0 && leader != n->id &&
                  (c->id == 0 || leader == c->id);
     if (!moved) {
@@ -588,7 +588,7 @@ int membership_transfer(struct node *n, struct member_change *c,
         return NODE_ECONFLICT;
     }
     c->transfer.data = c;
-    rv = raft_transfer(&n->raft, &c->transfer, c->id, transferred_cb);
+    rv = raft_transfer(n->raft, &c->transfer, c->id, transferred_cb);
     if (rv != 0) {
         snprintf(c->msg, sizeof c->msg, "cannot transfer leadership: %s",
                  raft_strerror(rv));

@@ -105,74 +105,101 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
-/* Bring up transport, libraft's uv I/O and the raft instance. */
+/* Bring up a new libraft instance: transport, uv I/O, raft. */
 static int raft_open(struct node *n, bool bootstrap)
 {
     const struct config *cfg = n->cfg;
+    struct raft_instance *ri = calloc(1, sizeof *ri);
     int rv;
 
-    rv = transport_init(&n->transport, n->loop, node_cluster_id, n);
+    if (ri == NULL) {
+        log_error("out of memory");
+        return -1;
+    }
+    ri->next = n->instances;
+    n->instances = ri;
+    n->ri = ri;
+    n->raft = &ri->raft;
+    rv = transport_init(&ri->transport, n->loop, node_cluster_id, n);
     if (rv != 0) {
         log_error("raft transport: %s", raft_strerror(rv));
         return -1;
     }
-    rv = raft_uv_init(&n->io, n->loop, n->raft_dir, &n->transport.iface);
+    rv = raft_uv_init(&ri->io, n->loop, n->raft_dir, &ri->transport.iface);
     if (rv != 0) {
-        log_error("raft storage in %s: %s", n->raft_dir, n->io.errmsg);
-        transport_release(&n->transport);
+        log_error("raft storage in %s: %s", n->raft_dir, ri->io.errmsg);
         return -1;
     }
+    ri->io_ready = true;
     /* A corrupt segment must stop the node, not be renamed away silently. */
-    raft_uv_set_auto_recovery(&n->io, false);
-    ioguard_install(&n->ioguard, &n->io, node_fatal, n);
-    rv = raft_init(&n->raft, &n->io, &n->raft_fsm, n->id, n->raft_addr);
+    raft_uv_set_auto_recovery(&ri->io, false);
+    ioguard_install(&ri->guard, &ri->io, node_fatal, n);
+    rv = raft_init(n->raft, &ri->io, &n->raft_fsm, n->id, n->raft_addr);
     if (rv != 0) {
-        log_error("raft init: %s", raft_errmsg(&n->raft));
-        ioguard_release(&n->ioguard);
-        raft_uv_close(&n->io);
-        transport_release(&n->transport);
+        log_error("raft init: %s", raft_errmsg(n->raft));
         return -1;
     }
-    n->raft.data = n;
-    n->fsm.raft = &n->raft;
+    ri->raft_ready = true;
+    n->raft->data = n;
+    n->fsm.raft = n->raft;
     n->raft_open = true;
-    raft_set_election_timeout(&n->raft, cfg->election_timeout_ms);
-    raft_set_heartbeat_timeout(&n->raft, cfg->heartbeat_timeout_ms);
-    raft_set_snapshot_threshold(&n->raft, cfg->snapshot_threshold);
-    raft_set_snapshot_trailing(&n->raft, cfg->snapshot_trailing);
+    raft_set_election_timeout(n->raft, cfg->election_timeout_ms);
+    raft_set_heartbeat_timeout(n->raft, cfg->heartbeat_timeout_ms);
+    raft_set_snapshot_threshold(n->raft, cfg->snapshot_threshold);
+    raft_set_snapshot_trailing(n->raft, cfg->snapshot_trailing);
     /* A node coming back from a partition with a higher term would depose a
      * working leader; pre-vote makes it ask first. */
-    raft_set_pre_vote(&n->raft, true);
+    raft_set_pre_vote(n->raft, true);
 
     if (bootstrap) {
         struct raft_configuration conf;
         raft_configuration_init(&conf);
         rv = raft_configuration_add(&conf, n->id, n->raft_addr, RAFT_VOTER);
         if (rv == 0)
-            rv = raft_bootstrap(&n->raft, &conf);
+            rv = raft_bootstrap(n->raft, &conf);
         raft_configuration_close(&conf);
         if (rv != 0) {
             log_error("raft bootstrap: %s (%s)", raft_strerror(rv),
-                      raft_errmsg(&n->raft));
+                      raft_errmsg(n->raft));
             return -1;
         }
     }
-    rv = raft_start(&n->raft);
+    rv = raft_start(n->raft);
     if (rv != 0) {
         log_error("raft start: %s (%s)", raft_strerror(rv),
-                  raft_errmsg(&n->raft));
+                  raft_errmsg(n->raft));
         return -1;
     }
     return 0;
 }
 
-/* After raft_close: free what libraft does not free itself. */
-static void raft_release(struct node *n)
+/* raft_close's callback ran for the current instance.  Returns false when
+ * it already had (libraft 0.15 may call it twice): ignore that one. */
+static bool raft_closed(struct node *n, struct raft *r)
 {
-    ioguard_release(&n->ioguard);
-    raft_uv_close(&n->io);
-    transport_release(&n->transport);
-    n->raft_open = false;
+    struct raft_instance *ri = (struct raft_instance *)r; /* raft is first */
+    if (ri->closed)
+        return false;
+    ri->closed = true;
+    if (n->ri == ri)
+        n->raft_open = false;
+    return true;
+}
+
+void node_destroy(struct node *n)
+{
+    while (n->instances != NULL) {
+        struct raft_instance *ri = n->instances;
+        n->instances = ri->next;
+        if (ri->io_ready) {
+            ioguard_release(&ri->guard);
+            raft_uv_close(&ri->io);
+        }
+        transport_release(&ri->transport);
+        free(ri);
+    }
+    n->ri = NULL;
+    n->raft = NULL;
 }
 
 /* --- waiting for a cluster ------------------------------------------------ */
@@ -225,7 +252,8 @@ static void bootstrap_closed(struct raft *r)
     uint64_t cluster_id = 0;
     int rv;
 
-    raft_release(n);
+    if (!raft_closed(n, r))
+        return;
     if (n->phase == NODE_STOPPING) {
         /* node_stop arrived while closing: finish the stop instead. */
         wake_waiters(n, NODE_ESHUTDOWN);
@@ -261,7 +289,7 @@ int node_ensure_cluster(struct node *n, struct node_wait *w, node_wait_cb cb,
     case NODE_BOOTSTRAPPING:
         break;
     case NODE_PRISTINE:
-        if (!raft_is_pristine(&n->raft)) {
+        if (!raft_is_pristine(n->raft)) {
             n->phase = NODE_RUNNING; /* a leader has reached us */
             return 0;
         }
@@ -270,7 +298,7 @@ int node_ensure_cluster(struct node *n, struct node_wait *w, node_wait_cb cb,
         log_info("first request that needs a cluster: bootstrapping a "
                  "one-node cluster");
         n->phase = NODE_BOOTSTRAPPING;
-        raft_close(&n->raft, bootstrap_closed);
+        raft_close(n->raft, bootstrap_closed);
         break;
     }
     w->cb = cb;
@@ -287,7 +315,7 @@ int node_apply(struct node *n, struct node_apply_req *req,
 {
     if (n->phase == NODE_STOPPING || !n->raft_open)
         return NODE_ESHUTDOWN;
-    if (raft_state(&n->raft) != RAFT_LEADER)
+    if (raft_state(n->raft) != RAFT_LEADER)
         return NODE_ENOTLEADER;
     memset(req, 0, sizeof *req);
     req->cb = cb;
@@ -299,13 +327,13 @@ int node_apply(struct node *n, struct node_apply_req *req,
 
 uint64_t node_applied_index(struct node *n)
 {
-    uint64_t raft = n->raft_open ? raft_last_applied(&n->raft) : 0;
+    uint64_t raft = n->raft_open ? raft_last_applied(n->raft) : 0;
     return raft > n->fsm.applied_index ? raft : n->fsm.applied_index;
 }
 
 bool node_is_leader(struct node *n)
 {
-    return n->raft_open && raft_state(&n->raft) == RAFT_LEADER;
+    return n->raft_open && raft_state(n->raft) == RAFT_LEADER;
 }
 
 static void copy_field(char *dst, size_t cap, const char *src, size_t len)
@@ -331,7 +359,7 @@ static void member_fill(struct store_txn *t, struct node_member *m)
 
 int node_member(struct node *n, raft_id id, struct node_member *out)
 {
-    const struct raft_configuration *c = &n->raft.configuration;
+    const struct raft_configuration *c = &n->raft->configuration;
     struct store_txn t;
 
     if (!n->raft_open)
@@ -361,7 +389,7 @@ int node_leader(struct node *n, struct node_member *out)
 
     if (!n->raft_open)
         return NODE_ENOLEADER;
-    raft_leader(&n->raft, &id, &addr);
+    raft_leader(n->raft, &id, &addr);
     if (id == 0)
         return NODE_ENOLEADER;
     if (node_member(n, id, out) != 0) {
@@ -376,7 +404,7 @@ int node_leader(struct node *n, struct node_member *out)
 
 unsigned node_members(struct node *n, struct node_member *out, unsigned cap)
 {
-    const struct raft_configuration *c = &n->raft.configuration;
+    const struct raft_configuration *c = &n->raft->configuration;
     struct store_txn t;
     bool have_txn;
     unsigned k = 0;
@@ -400,13 +428,13 @@ unsigned node_members(struct node *n, struct node_member *out, unsigned cap)
 
 const char *node_role(struct node *n)
 {
-    if (n->phase == NODE_PRISTINE && raft_is_pristine(&n->raft))
+    if (n->phase == NODE_PRISTINE && raft_is_pristine(n->raft))
         return "pristine";
     if (n->phase == NODE_BOOTSTRAPPING)
         return "bootstrapping";
     if (n->phase == NODE_STOPPING || !n->raft_open)
         return "stopping";
-    switch (raft_state(&n->raft)) {
+    switch (raft_state(n->raft)) {
     case RAFT_LEADER:
         return "leader";
     case RAFT_FOLLOWER:
@@ -421,7 +449,7 @@ const char *node_role(struct node *n)
 
 static int self_role(struct node *n)
 {
-    const struct raft_configuration *c = &n->raft.configuration;
+    const struct raft_configuration *c = &n->raft->configuration;
     for (unsigned i = 0; i < c->n; i++)
         if (c->servers[i].id == n->id)
             return c->servers[i].role;
@@ -569,11 +597,11 @@ static void node_tick(uv_timer_t *timer)
 
     if (n->phase == NODE_STOPPING || !n->raft_open)
         return;
-    if (n->phase == NODE_PRISTINE && !raft_is_pristine(&n->raft)) {
+    if (n->phase == NODE_PRISTINE && !raft_is_pristine(n->raft)) {
         n->phase = NODE_RUNNING;
         log_info("contacted by a leader: this node is now part of a cluster");
     }
-    raft_leader(&n->raft, &id, &addr);
+    raft_leader(n->raft, &id, &addr);
     if (id != n->last_leader) {
         struct node_member m;
         if (id != 0) {
@@ -644,7 +672,7 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
     if (raft_open(n, false) != 0)
         goto err_client;
 
-    if (raft_is_pristine(&n->raft)) {
+    if (raft_is_pristine(n->raft)) {
         if (n->fsm.applied_index > 0) {
             log_error("%s holds data up to index %llu but %s is empty: "
                       "refusing to start with a store Raft does not know",
@@ -663,10 +691,10 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
         n->phase = NODE_RUNNING;
         log_info("resuming: term %llu, last index %llu, applied in store "
                  "%llu, %u servers in configuration",
-                 (unsigned long long)n->raft.current_term,
-                 (unsigned long long)raft_last_index(&n->raft),
+                 (unsigned long long)n->raft->current_term,
+                 (unsigned long long)raft_last_index(n->raft),
                  (unsigned long long)n->fsm.applied_index,
-                 n->raft.configuration.n);
+                 n->raft->configuration.n);
     }
 
     uv_timer_init(loop, &n->tick);
@@ -723,7 +751,8 @@ static void stop_flush_closed(uv_handle_t *h)
 static void stop_raft_closed(struct raft *r)
 {
     struct node *n = r->data;
-    raft_release(n);
+    if (!raft_closed(n, r))
+        return;
     stop_step(n);
 }
 
@@ -748,7 +777,7 @@ void node_stop(struct node *n, void (*cb)(struct node *n))
     if (closing_raft_already)
         return; /* bootstrap_closed sees NODE_STOPPING and finishes */
     if (n->raft_open)
-        raft_close(&n->raft, stop_raft_closed);
+        raft_close(n->raft, stop_raft_closed);
     else
         stop_step(n);
 }

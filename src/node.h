@@ -102,6 +102,23 @@ struct node_wait
 
 struct join_req; /* membership.h */
 
+/* One incarnation of libraft: a node has two when it bootstraps (libraft
+ * 0.15 cannot bootstrap a started instance, so the first is closed and a
+ * second opened).  libraft 0.15 may run the close callback of its uv I/O
+ * twice, and uses its memory after the first: nothing of an instance is
+ * freed or reused until the loop has stopped (node_destroy). */
+struct raft_instance
+{
+    struct raft raft;
+    struct raft_io io;
+    struct transport transport;
+    struct ioguard guard;
+    bool io_ready;   /* raft_uv_init succeeded */
+    bool raft_ready; /* raft_init succeeded */
+    bool closed;     /* raft_close's callback ran (once is enough) */
+    struct raft_instance *next;
+};
+
 struct node
 {
     uv_loop_t *loop;
@@ -117,10 +134,8 @@ struct node
     struct store *store;
     struct fsm fsm;
     struct raft_fsm raft_fsm;
-    struct transport transport;
-    struct raft_io io;
-    struct ioguard ioguard;
-    struct raft raft;
+    struct raft_instance *ri; /* the current one */
+    struct raft *raft;        /* &ri->raft */
     bool raft_open; /* raft_init done and raft_close not yet finished */
 
     struct queue waiters;        /* node_wait, until a cluster exists */
@@ -128,6 +143,7 @@ struct node
     uv_timer_t tick;
     uv_check_t flush; /* commits the store's batch once per loop iteration */
     struct client *client;
+    struct raft_instance *instances; /* every one opened, newest first */
 
     /* --join and address announcements */
     bool join_inflight;
@@ -159,6 +175,9 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
 
 /* Stop Raft, fail pending requests, close the store; @cb runs when done. */
 void node_stop(struct node *n, void (*cb)(struct node *n));
+
+/* Free what libraft still holds, once the loop has stopped. */
+void node_destroy(struct node *n);
 
 /* If the node has a cluster, return 0 at once.  If it is pristine without
  * --join, start the bootstrap and return 1: @w->cb runs later with 0 or an

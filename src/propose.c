@@ -114,7 +114,7 @@ void propose_flush(struct propose *p)
     if (!node_is_leader(n)) {
         rv = RAFT_NOTLEADER;
     } else {
-        rv = raft_apply(&n->raft, &prop->raft, &buf, 1, applied);
+        rv = raft_apply(n->raft, &prop->raft, &buf, 1, applied);
     }
     if (rv != 0) {
         raft_free(buf.base);

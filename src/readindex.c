@@ -95,7 +95,7 @@ static void start_round(struct readindex *ri)
         complete(&round->reads, NODE_ENOTLEADER);
         return;
     }
-    rv = raft_barrier(&n->raft, &round->barrier, barrier_done);
+    rv = raft_barrier(n->raft, &round->barrier, barrier_done);
     if (rv != 0) {
         /* During a leadership transfer libraft refuses barriers. */
         complete(&round->reads, rv == RAFT_NOTLEADER ? NODE_ENOTLEADER
