@@ -153,10 +153,24 @@ struct http_req *api_op_settle(struct api_op *op)
     return req;
 }
 
-void api_op_drop(struct api_op *op)
+struct http_req *api_op_result(struct api_op *op, int status,
+                               const char *msg)
 {
-    /* Still attached to its live request: the release callback frees it. */
-    op->pending = false;
+    struct api *a = op->api;
+    struct http_req *req = api_op_settle(op);
+
+    if (req == NULL || status == 0)
+        return req;
+    api_reply_node_error(a, req, status, msg);
+    return NULL;
+}
+
+void api_op_to_leader(struct api_op *op)
+{
+    struct api *a = op->api;
+    struct http_req *req = api_op_settle(op);
+    if (req != NULL)
+        api_to_leader(a, req);
 }
 
 /* --- writes ------------------------------------------------------------------ */
@@ -165,20 +179,14 @@ static void submit_applied(struct node_apply_req *apply, int status,
                            const struct fsm_result *res)
 {
     struct api_op *op = apply->data;
-    struct api *a = op->api;
-    struct http_req *req = api_op_settle(op);
+    struct http_req *req;
 
-    metrics_count(a->metrics,
+    metrics_count(op->api->metrics,
                   status == 0 ? METRICS_WRITES_COMMITTED
                               : METRICS_WRITES_FAILED,
                   1);
-    if (req == NULL)
-        return;
-    if (status != 0) {
-        api_reply_node_error(a, req, status, NULL);
-        return;
-    }
-    op->applied(op, req, res);
+    if ((req = api_op_result(op, status, NULL)) != NULL)
+        op->applied(op, req, res);
 }
 
 static void submit_propose(struct api_op *op)
@@ -187,9 +195,7 @@ static void submit_propose(struct api_op *op)
     int rv;
 
     if (!node_is_leader(a->node)) {
-        struct http_req *req = api_op_settle(op);
-        if (req != NULL)
-            api_to_leader(a, req);
+        api_op_to_leader(op);
         return;
     }
     op->pending = true;
@@ -327,16 +333,13 @@ static void read_ready(struct node_read *r, int status)
 {
     struct api_op *op = r->data;
     struct api *a = op->api;
-    struct http_req *req = api_op_settle(op);
+    api_serve_fn serve = op->serve;
+    struct http_req *req = api_op_result(op, status, NULL);
 
     if (req == NULL)
         return;
-    if (status != 0) {
-        api_reply_node_error(a, req, status, NULL);
-        return;
-    }
     metrics_count(a->metrics, METRICS_LINEARIZABLE_READS, 1);
-    op->serve(a, req);
+    serve(a, req);
 }
 
 void api_read(struct api *a, struct http_req *req, bool linearizable,

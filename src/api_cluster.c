@@ -113,17 +113,9 @@ static int path_member(struct http_req *req, char *name, size_t cap)
 
 static void removed_cb(struct member_change *c, int status, const char *msg)
 {
-    struct api_op *op = c->data;
-    struct api *a = op->api;
-    struct http_req *req = api_op_settle(op);
-
-    if (req == NULL)
-        return;
-    if (status != 0) {
-        api_reply_node_error(a, req, status, msg);
-        return;
-    }
-    api_reply_json(req, 200, json_pack("{s:s}", "removed", c->name));
+    struct http_req *req = api_op_result(c->data, status, msg);
+    if (req != NULL)
+        api_reply_json(req, 200, json_pack("{s:s}", "removed", c->name));
 }
 
 static void remove_member(struct api_op *op);
@@ -134,15 +126,11 @@ static void handed_over_cb(struct member_change *c, int status,
 {
     struct api_op *op = c->data;
     struct api *a = op->api;
-    struct http_req *req = api_op_settle(op);
+    struct http_req *req = api_op_result(op, status, msg);
     struct node_member leader;
 
     if (req == NULL)
         return;
-    if (status != 0) {
-        api_reply_node_error(a, req, status, msg);
-        return;
-    }
     /* One deliberate extra hop, even for a request relayed to us: the new
      * leader removes this node. */
     if (node_leader(a->node, &leader) != 0 || leader.http_addr[0] == '\0') {
@@ -212,15 +200,11 @@ static void transferred_cb(struct member_change *c, int status,
 {
     struct api_op *op = c->data;
     struct api *a = op->api;
-    struct http_req *req = api_op_settle(op);
+    struct http_req *req = api_op_result(op, status, msg);
 
-    if (req == NULL)
-        return;
-    if (status != 0) {
-        api_reply_node_error(a, req, status, msg);
-        return;
-    }
-    api_reply_json(req, 200, json_pack("{s:o}", "leader", leader_name_json(a)));
+    if (req != NULL)
+        api_reply_json(req, 200,
+                       json_pack("{s:o}", "leader", leader_name_json(a)));
 }
 
 /* GET  /v1/cluster/leader              -> 200 {"leader": ID|null}

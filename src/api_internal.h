@@ -64,8 +64,16 @@ struct api_op *api_op_new(struct api *a, struct http_req *req);
  * release callback: do not touch it afterwards. */
 struct http_req *api_op_settle(struct api_op *op);
 
-/* Release an op that never became pending (validation failed late). */
-void api_op_drop(struct api_op *op);
+/* A callback arrived with @status: returns the request to answer when
+ * @status is 0 and the client is still there; otherwise answers the error
+ * (@msg, or the code's own text), or drops the op when the client left, and
+ * returns NULL.  Like api_op_settle, the op may be gone after answering. */
+struct http_req *api_op_result(struct api_op *op, int status,
+                               const char *msg);
+
+/* The op ends because this node is not the leader: its request goes to the
+ * leader (api_to_leader) if the client is still there. */
+void api_op_to_leader(struct api_op *op);
 
 /* --- running where it must run ------------------------------------------- */
 

@@ -226,15 +226,11 @@ static void join_done(struct join_req *j, int status, const char *msg)
 {
     struct api_op *op = j->data;
     struct api *a = op->api;
-    struct http_req *req = api_op_settle(op);
+    struct http_req *req = api_op_result(op, status, msg);
     struct node_member m;
 
     if (req == NULL)
         return;
-    if (status != 0) {
-        api_reply_node_error(a, req, status, msg);
-        return;
-    }
     if (node_member(a->node, j->id, &m) != 0) {
         snprintf(m.name, sizeof m.name, "%s", j->name);
         snprintf(m.raft_addr, sizeof m.raft_addr, "%s", j->raft_addr);
@@ -261,9 +257,7 @@ static void add_start(struct api_op *op)
     int rv;
 
     if (!node_is_leader(a->node)) {
-        struct http_req *req = api_op_settle(op);
-        if (req != NULL)
-            api_to_leader(a, req);
+        api_op_to_leader(op);
         return;
     }
     op->pending = true;
