@@ -37,7 +37,8 @@ GITREV  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DEFS    := -DRAFTKV_VERSION='"$(VERSION)"' -DRAFTKV_GITREV='"$(GITREV)"'
 
 .PHONY: all deps build asan unit unit-asan cluster cluster-asan check \
-        check-asan test run clean test-faults test-faults-long
+        check-asan test run clean test-faults test-faults-long fuzz-build \
+        fuzz-regress fuzz
 
 all: raftkv raftkv-cli
 
@@ -133,6 +134,21 @@ test-faults-long: raftkv $(FAULTS_SHIM)
 	  $(if $(SEED),FAULTS_SEED=$(SEED)) \
 	  $(PYTEST) $(PYTEST_ARGS) tests/faults/test_faults.py -k long
 
+# libFuzzer targets (fuzz/, clang): the Raft log decoder and state machine,
+# and whole HTTP requests against an in-process node.  fuzz-regress replays
+# the corpus and every crasher ever found; fuzz runs each target for
+# FUZZ_SECONDS and keeps new crashers under fuzz/regressions/.
+FUZZ_SECONDS ?= 30
+
+fuzz-build:
+	$(MAKE) -C fuzz build
+
+fuzz-regress:
+	sh fuzz/regress.sh
+
+fuzz:
+	sh fuzz/run.sh $(FUZZ_SECONDS)
+
 check: unit cluster
 check-asan: unit-asan cluster-asan
 
@@ -140,6 +156,8 @@ check-asan: unit-asan cluster-asan
 test: deps
 	$(MAKE) check
 	$(MAKE) check-asan
+	$(MAKE) fuzz-regress
+	$(MAKE) fuzz
 	$(MAKE) test-faults
 
 run: deps
@@ -148,5 +166,6 @@ run: deps
 
 clean:
 	rm -rf $(B) $(BA) raftkv raftkv-cli
+	$(MAKE) -C fuzz clean
 
 -include $(B)/obj/*.d

@@ -440,7 +440,8 @@ int fsm_apply_entry(struct fsm *f, uint64_t index, const void *buf,
     for (unsigned i = 0; i < f->result.n_ops; i++) {
         struct fsm_op_result *r = &f->result.ops[i];
         if (r->kind == OP_GET && r->found)
-            r->value = f->arena + r->value_off;
+            r->value = r->value_len ? (const void *)(f->arena + r->value_off)
+                                    : (const void *)"";
     }
     return 0;
 }
@@ -638,6 +639,13 @@ static int rd_bytes(struct snap_reader *r, const void **p, size_t *len)
     return 0;
 }
 
+static int bytes_order(const void *a, size_t alen, const void *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    return c != 0 ? c : (alen > blen) - (alen < blen);
+}
+
 /* Load the snapshot body into an open write transaction. */
 static int restore_into(struct store_txn *t, struct snap_reader *r,
                         uint64_t n_members, uint64_t n_keys)
@@ -657,6 +665,8 @@ static int restore_into(struct store_txn *t, struct snap_reader *r,
         if ((rv = store_member_put(t, &m, false)) != 0)
             return rv;
     }
+    const void *prev = NULL;
+    size_t prev_len = 0;
     for (uint64_t i = 0; i < n_keys; i++) {
         struct store_record rec;
         const void *key;
@@ -667,6 +677,12 @@ static int restore_into(struct store_txn *t, struct snap_reader *r,
             rd_varint(r, &rec.version) != 0 ||
             rd_bytes(r, &rec.value, &rec.value_len) != 0)
             return STORE_ECORRUPT;
+        /* A snapshot lists keys in strictly increasing byte order; anything
+         * else (a repeat, say) was not written by fsm_snapshot_take. */
+        if (prev != NULL && bytes_order(prev, prev_len, key, klen) >= 0)
+            return STORE_ECORRUPT;
+        prev = key;
+        prev_len = klen;
         /* Keys were written in store order: append is safe and fast. */
         if ((rv = store_kv_put(t, key, klen, &rec, true)) != 0)
             return rv == STORE_EINVAL ? STORE_ECORRUPT : rv;
