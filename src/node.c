@@ -619,14 +619,23 @@ static void node_tick(uv_timer_t *timer)
 }
 
 /* End of each loop iteration: the writes that arrived go to Raft as one
- * entry, and the entries applied reach LMDB in one commit (one fsync). */
+ * entry.  Applied entries reach LMDB in one commit (one fsync, which blocks
+ * the loop) every STORE_FLUSH_MS or when the batch grows big; until then
+ * the Raft log holds them durably and reads see them in the open batch. */
 static void node_flush(uv_check_t *check)
 {
     struct node *n = check->data;
+    uint64_t now = uv_now(n->loop);
+
     if (n->raft_open)
         propose_flush(&n->propose);
-    if (n->store != NULL)
+    if (n->store == NULL || !store_batch_open(n->store))
+        return;
+    if (now - n->last_flush_ms >= STORE_FLUSH_MS ||
+        store_batch_bytes(n->store) >= STORE_FLUSH_BYTES) {
         store_flush(n->store); /* a failure is fatal inside */
+        n->last_flush_ms = now;
+    }
 }
 
 /* --- start and stop ------------------------------------------------------ */

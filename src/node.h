@@ -141,7 +141,8 @@ struct node
     struct queue waiters;        /* node_wait, until a cluster exists */
     struct node_apply_req init;  /* the bootstrap's first entry */
     uv_timer_t tick;
-    uv_check_t flush; /* commits the store's batch once per loop iteration */
+    uv_check_t flush; /* proposes writes, commits the store's batch */
+    uint64_t last_flush_ms;
     struct client *client;
     struct raft_instance *instances; /* every one opened, newest first */
 

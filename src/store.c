@@ -229,9 +229,9 @@ int store_stat(struct store *s, struct store_stat *st)
     int rc;
 
     memset(st, 0, sizeof *st);
-    if ((rc = store_flush(s)) != 0)
-        return rc;
-    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    /* Counted inside the batch when one is open; sizes are as last flushed. */
+    txn = s->batch;
+    rc = txn ? 0 : mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
     if (rc != 0)
         return store_err(rc, "stat");
     if (mdb_stat(txn, s->kv, &ms) == 0)
@@ -242,7 +242,8 @@ int store_stat(struct store *s, struct store_stat *st)
     mdb_env_stat(s->env, &ms);
     st->used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
     st->map_bytes = info.me_mapsize;
-    mdb_txn_abort(txn);
+    if (txn != s->batch)
+        mdb_txn_abort(txn);
     snprintf(file, sizeof file, "%s/data.mdb", s->path);
     if (stat(file, &fs) == 0)
         st->file_bytes = (uint64_t)fs.st_size;
@@ -255,11 +256,16 @@ int store_txn_begin(struct store *s, bool write, struct store_txn *t)
 
     t->store = s;
     t->write = write;
+    t->shared = false;
     t->txn = NULL;
     if (!write) {
-        /* Readers must see every applied entry. */
-        if ((rc = store_flush(s)) != 0)
-            return rc;
+        /* Readers must see every applied entry: inside the batch if one is
+         * open, rather than forcing a disk sync. */
+        if (s->batch != NULL) {
+            t->txn = s->batch;
+            t->shared = true;
+            return 0;
+        }
         rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn);
         return store_err(rc, "txn_begin");
     }
@@ -279,8 +285,7 @@ int store_txn_commit(struct store_txn *t)
 {
     int rc;
     if (!t->write) {
-        mdb_txn_abort(t->txn);
-        t->txn = NULL;
+        store_txn_abort(t);
         return 0;
     }
     rc = mdb_txn_commit(t->txn);
@@ -290,10 +295,14 @@ int store_txn_commit(struct store_txn *t)
 
 void store_txn_abort(struct store_txn *t)
 {
-    if (t->txn != NULL)
+    if (t->txn != NULL && !t->shared)
         mdb_txn_abort(t->txn);
     t->txn = NULL;
 }
+
+uint64_t store_batch_bytes(const struct store *s) { return s->batch_bytes; }
+
+bool store_batch_open(const struct store *s) { return s->batch != NULL; }
 
 /* Record layout: u64 create_index, u64 mod_index, u64 version, then (only
  * for long keys) u16 key length and the whole key, then the value. */

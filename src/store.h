@@ -10,10 +10,12 @@
  * of some applied index and the node replays only what comes after it.
  *
  * Write transactions are children of one open batch transaction, which
- * store_flush commits (one fsync for many applied entries; the node flushes
- * once per loop iteration).  A read transaction flushes the batch first, so
- * a reader always sees every write committed before it began.  Losing an
- * unflushed batch in a crash loses nothing: the Raft log replays it.
+ * store_flush commits: one fsync for many applied entries (the node flushes
+ * every STORE_FLUSH_MS, or sooner when the batch grows big).  While a batch
+ * is open, a read transaction reads inside it, so readers always see every
+ * applied write without waiting for a disk sync.  Losing an unflushed batch
+ * in a crash loses nothing: the Raft log (or the last snapshot and the log
+ * after it) replays it.
  *
  * Everything happens on the loop thread.  Records returned by reads point
  * into LMDB's map and stay valid until their transaction ends.
@@ -51,6 +53,7 @@ struct store_txn
     MDB_txn *txn;
     struct store *store;
     bool write;
+    bool shared; /* a read inside the open batch: ending it ends nothing */
 };
 
 struct store_record
@@ -96,6 +99,14 @@ void store_close(struct store *s);
  * store_set_fatal) has been called.  Errors: STORE_EFULL, STORE_EIO. */
 int store_flush(struct store *s);
 
+/* How often the node commits the batch, and how big it may grow first. */
+#define STORE_FLUSH_MS 100
+#define STORE_FLUSH_BYTES ((uint64_t)32 << 20)
+
+/* Is a batch open, and roughly how many bytes does it hold? */
+uint64_t store_batch_bytes(const struct store *s);
+bool store_batch_open(const struct store *s);
+
 /* What to call when a flush fails: the applied entries it held are lost
  * from the store, so the node cannot go on. */
 void store_set_fatal(struct store *s, void (*fatal)(void *arg,
@@ -116,7 +127,9 @@ int store_stat(struct store *s, struct store_stat *st);
 
 /* Begin a read (write=false) or write transaction into @t.  A write
  * transaction is a child of the batch: committing it makes it part of the
- * batch, aborting it undoes only it.  Errors: STORE_EFULL, STORE_EIO. */
+ * batch, aborting it undoes only it.  A read sees the batch.  Only one
+ * transaction at a time while a batch is open (no read across a write).
+ * Errors: STORE_EFULL, STORE_EIO. */
 int store_txn_begin(struct store *s, bool write, struct store_txn *t);
 
 /* Commit a transaction (a read transaction is simply ended).
