@@ -260,6 +260,15 @@ static void ack_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     req->cb(req, stream, 0);
 }
 
+/* libraft 0.15 leaves Nagle on.  Its messages are small and pipelined, so a
+ * second AppendEntries (or its result) would wait for the ACK of the first:
+ * measured here, that made writes stall in bursts of 40-80 ms. */
+static void stream_nodelay(uv_stream_t *s)
+{
+    if (s->type == UV_TCP)
+        uv_tcp_nodelay((uv_tcp_t *)s, 1);
+}
+
 static void inner_connect_cb(struct raft_uv_connect *inner_req,
                              uv_stream_t *stream, int status)
 {
@@ -277,6 +286,7 @@ static void inner_connect_cb(struct raft_uv_connect *inner_req,
     }
     x->stream = stream;
     stream->data = x;
+    stream_nodelay(stream);
     start_timer(x);
     if (exchange_send(x, HELLO_MAGIC, local_cluster(t), t->id, false) != 0 ||
         uv_read_start(stream, exchange_alloc_cb, ack_read_cb) != 0)
@@ -380,6 +390,7 @@ static void inner_accept_cb(struct raft_uv_transport *inner, raft_id id,
     x->peer_id = id;
     x->stream = stream;
     stream->data = x;
+    stream_nodelay(stream);
     queue_push(&t->pending, &x->link);
     start_timer(x);
     if (uv_read_start(stream, exchange_alloc_cb, hello_read_cb) != 0)
