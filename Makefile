@@ -38,7 +38,7 @@ DEFS    := -DRAFTKV_VERSION='"$(VERSION)"' -DRAFTKV_GITREV='"$(GITREV)"'
 
 .PHONY: all deps build asan unit unit-asan cluster cluster-asan check \
         check-asan test run clean test-faults test-faults-long fuzz-build \
-        fuzz-regress fuzz
+        fuzz-regress fuzz bench bench-compare bench-smoke
 
 all: raftkv raftkv-cli
 
@@ -159,6 +159,20 @@ test: deps
 	$(MAKE) fuzz-regress
 	$(MAKE) fuzz
 	$(MAKE) test-faults
+	$(MAKE) bench-smoke
+
+# Benchmarks (bench/README.md): numbers, never pass/fail.  bench-smoke is
+# the ~10 s run `make test` does so that the harness cannot rot.
+BENCH_ARGS ?=
+bench: deps raftkv
+	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
+
+bench-compare: deps raftkv
+	@sh scripts/deps.sh compare
+	/usr/bin/python3 bench/run.py --compare $(BENCH_ARGS)
+
+bench-smoke: raftkv
+	/usr/bin/python3 bench/run.py --smoke
 
 run: deps
 	$(MAKE) raftkv

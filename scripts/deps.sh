@@ -7,6 +7,10 @@ PKGS="build-essential clang pkg-config make git curl ca-certificates
       libraft-dev libuv1-dev libh2o-dev libssl-dev liblmdb-dev libjansson-dev
       libcurl4-openssl-dev libcmocka-dev python3 python3-pytest wrk
       iproute2 iptables util-linux faketime libfaketime libclang-rt-14-dev"
+# `deps.sh compare`: also what `make bench-compare` measures raftkv against.
+if [ "${1:-}" = compare ]; then
+    PKGS="$PKGS etcd-server etcd-client redis-server redis-tools"
+fi
 
 missing=""
 for p in $PKGS; do
