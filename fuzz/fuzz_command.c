@@ -1202,19 +1202,18 @@ static void snap_canonical(struct snap *s, struct buf *out)
     }
 }
 
-/* fsm_snapshot_take, flattened. */
+/* fsm_snapshot_full: what a follower would be sent. */
 static void take(struct fsm *f, struct buf *out)
 {
-    struct raft_buffer *bufs = NULL;
-    unsigned n = 0;
-    int rv = fsm_snapshot_take(f, &bufs, &n);
+    void *data = NULL;
+    size_t len = 0;
+    int rv = fsm_snapshot_full(f, &data, &len);
 
     if (rv != 0)
-        fuzz_fail("fsm_snapshot_take failed: %d", rv);
+        fuzz_fail("fsm_snapshot_full failed: %d", rv);
     out->len = 0;
-    for (unsigned i = 0; i < n; i++)
-        buf_put(out, bufs[i].base, bufs[i].len);
-    fsm_snapshot_free(bufs, n);
+    buf_put(out, data, len);
+    raft_free(data);
 }
 
 /* A digest of everything in a store, to tell whether it changed. */
@@ -1365,7 +1364,7 @@ static void roundtrip_a_to_b(void)
     G.fatal = false;
     rv = fsm_restore(&G.fb, a.p, a.len);
     if (rv != 0 || G.fatal)
-        fuzz_fail("a snapshot taken by fsm_snapshot_take does not restore: "
+        fuzz_fail("a snapshot from fsm_snapshot_full does not restore: "
                   "%d (fatal: %s)",
                   rv, G.fatal ? G.fatal_msg : "not called");
     take(&G.fb, &b);

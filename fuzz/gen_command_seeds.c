@@ -3,7 +3,7 @@
  *   build/gen_command_seeds DIR
  *
  * Seeds are produced by the real encoder (command_encode) and the real
- * snapshot writer (fsm_snapshot_take) rather than typed in as bytes, so that
+ * snapshot writer (fsm_snapshot_full) rather than typed in as bytes, so that
  * they stay valid if the encoding ever changes: rerun and commit the result.
  * The malformed seeds are valid ones with one thing broken, each aimed at
  * one check of the decoder or the snapshot parser.
@@ -327,24 +327,11 @@ static void apply(struct fsm *f, uint64_t index, const struct command *cmds,
 
 static uint8_t *take(struct fsm *f, size_t *len)
 {
-    struct raft_buffer *bufs;
-    unsigned n;
-    uint8_t *out;
-    size_t total = 0;
+    void *data;
 
-    if (fsm_snapshot_take(f, &bufs, &n) != 0)
+    if (fsm_snapshot_full(f, &data, len) != 0)
         exit(1);
-    for (unsigned i = 0; i < n; i++)
-        total += bufs[i].len;
-    out = malloc(total);
-    total = 0;
-    for (unsigned i = 0; i < n; i++) {
-        memcpy(out + total, bufs[i].base, bufs[i].len);
-        total += bufs[i].len;
-    }
-    fsm_snapshot_free(bufs, n);
-    *len = total;
-    return out;
+    return data;
 }
 
 static void snapshots(void)
@@ -363,7 +350,7 @@ static void snapshots(void)
     apply(&f, 1, &init, 1);
     snap = take(&f, &len);
     write_file("snapshot-empty", snap, len);
-    free(snap);
+    raft_free(snap);
 
     struct command cmds[] = {
         {.type = CMD_MEMBER_PUT, .id = 42, .name = B("node1"),
@@ -398,7 +385,7 @@ static void snapshots(void)
     memset(copy + 8, 0, 8); /* applied index 0: never newer than a store */
     write_file("snapshot-not-newer", copy, len);
     free(copy);
-    free(snap);
+    raft_free(snap);
 
     fsm_close(&f);
     store_close(s);

@@ -16,7 +16,9 @@
 #define META_CLUSTER "cluster_id"
 #define SNAP_MAGIC "RKVSNAP1"
 #define SNAP_HEADER 40
-#define SNAP_CHUNK ((size_t)4 << 20)
+#define SNAP_INITIAL ((size_t)64 << 10)
+#define SNAP_MARKER_MAGIC "RKVSNAPM"
+#define SNAP_MARKER_LEN 24
 
 int fsm_init(struct fsm *f, struct store *store)
 {
@@ -448,54 +450,33 @@ int fsm_apply_entry(struct fsm *f, uint64_t index, const void *buf,
 
 /* --- Snapshots ------------------------------------------------------------ */
 
-/* Appends bytes to a list of raft_malloc'ed chunks. */
+/* Appends bytes to one raft_malloc'ed buffer: libraft sends a snapshot to
+ * a follower as a single buffer. */
 struct snap_writer
 {
-    struct raft_buffer *bufs;
-    unsigned n, cap;
-    size_t used; /* bytes used in the last chunk */
+    uint8_t *buf;
+    size_t len, cap;
     bool failed;
 };
 
-static bool snap_new_chunk(struct snap_writer *w)
-{
-    if (w->n > 0)
-        w->bufs[w->n - 1].len = w->used;
-    if (w->n == w->cap) {
-        unsigned cap = w->cap ? w->cap * 2 : 8;
-        struct raft_buffer *b = raft_realloc(w->bufs, cap * sizeof *b);
-        if (b == NULL)
-            return false;
-        w->bufs = b;
-        w->cap = cap;
-    }
-    void *chunk = raft_malloc(SNAP_CHUNK);
-    if (chunk == NULL)
-        return false;
-    w->bufs[w->n].base = chunk;
-    w->bufs[w->n].len = 0;
-    w->n++;
-    w->used = 0;
-    return true;
-}
-
 static void snap_put(struct snap_writer *w, const void *data, size_t len)
 {
-    const uint8_t *p = data;
-    while (len > 0 && !w->failed) {
-        if (w->n == 0 || w->used == SNAP_CHUNK) {
-            if (!snap_new_chunk(w)) {
-                w->failed = true;
-                return;
-            }
+    if (w->failed || len == 0)
+        return;
+    if (w->cap - w->len < len) {
+        size_t cap = w->cap ? w->cap : SNAP_INITIAL;
+        while (cap - w->len < len)
+            cap *= 2;
+        uint8_t *b = raft_realloc(w->buf, cap);
+        if (b == NULL) {
+            w->failed = true;
+            return;
         }
-        size_t room = SNAP_CHUNK - w->used;
-        size_t k = len < room ? len : room;
-        memcpy((uint8_t *)w->bufs[w->n - 1].base + w->used, p, k);
-        w->used += k;
-        p += k;
-        len -= k;
+        w->buf = b;
+        w->cap = cap;
     }
+    memcpy(w->buf + w->len, data, len);
+    w->len += len;
 }
 
 static void snap_varint(struct snap_writer *w, uint64_t v)
@@ -538,6 +519,43 @@ void fsm_snapshot_free(struct raft_buffer *bufs, unsigned n)
 }
 
 int fsm_snapshot_take(struct fsm *f, struct raft_buffer **bufs, unsigned *n)
+{
+    struct raft_buffer *b;
+    uint8_t *marker;
+    int rv;
+
+    /* The marker stands for the store, so the store must be on disk at
+     * (at least) the applied index before libraft drops the log below it. */
+    rv = store_sync(f->store);
+    if (rv != 0) {
+        log_error("snapshot: cannot sync the store: %s", store_strerror(rv));
+        return RAFT_IOERR;
+    }
+    b = raft_malloc(sizeof *b);
+    marker = raft_malloc(SNAP_MARKER_LEN);
+    if (b == NULL || marker == NULL) {
+        raft_free(b);
+        raft_free(marker);
+        return RAFT_NOMEM;
+    }
+    memcpy(marker, SNAP_MARKER_MAGIC, 8);
+    le64(marker + 8, f->applied_index);
+    le64(marker + 16, f->cluster_id);
+    b[0].base = marker;
+    b[0].len = SNAP_MARKER_LEN;
+    *bufs = b;
+    *n = 1;
+    f->snapshots_taken++;
+    f->log_bytes = 0;
+    return 0;
+}
+
+bool fsm_snapshot_is_marker(const void *data, size_t len)
+{
+    return len == SNAP_MARKER_LEN && memcmp(data, SNAP_MARKER_MAGIC, 8) == 0;
+}
+
+int fsm_snapshot_full(struct fsm *f, void **data, size_t *len)
 {
     struct snap_writer w = {0};
     struct store_txn t;
@@ -591,18 +609,16 @@ int fsm_snapshot_take(struct fsm *f, struct raft_buffer **bufs, unsigned *n)
         goto err;
     store_txn_abort(&t);
     if (w.failed) {
-        fsm_snapshot_free(w.bufs, w.n);
+        raft_free(w.buf);
         return RAFT_NOMEM;
     }
-    w.bufs[w.n - 1].len = w.used;
-    *bufs = w.bufs;
-    *n = w.n;
-    f->snapshots_taken++;
+    *data = w.buf;
+    *len = w.len;
     return 0;
 
 err:
     store_txn_abort(&t);
-    fsm_snapshot_free(w.bufs, w.n);
+    raft_free(w.buf);
     log_error("snapshot failed: %s", store_strerror(rv));
     return RAFT_IOERR;
 }
@@ -698,6 +714,17 @@ int fsm_restore(struct fsm *f, const void *data, size_t len)
     uint64_t applied, cluster_id, n_members, n_keys;
     int rv;
 
+    if (fsm_snapshot_is_marker(data, len)) {
+        applied = get_le64(r.pos + 8);
+        if (applied <= f->applied_index)
+            return 0; /* our own snapshot: the store already has it */
+        log_error("the snapshot at index %llu stands for this node's store, "
+                  "but the store holds only %llu: the store lost data "
+                  "(remove this node's data directory and add it again)",
+                  (unsigned long long)applied,
+                  (unsigned long long)f->applied_index);
+        return RAFT_CORRUPT;
+    }
     if (len < SNAP_HEADER || memcmp(data, SNAP_MAGIC, 8) != 0) {
         log_error("snapshot has no valid header");
         return RAFT_CORRUPT;
@@ -753,6 +780,7 @@ int fsm_restore(struct fsm *f, const void *data, size_t len)
     f->cluster_id = cluster_id;
     f->snapshots_restored++;
     f->members_version++;
+    f->log_bytes = 0;
     log_info("restored snapshot at index %llu: %llu keys, %llu members",
              (unsigned long long)applied, (unsigned long long)n_keys,
              (unsigned long long)n_members);
@@ -768,6 +796,7 @@ static int fsm_raft_apply(struct raft_fsm *rf, const struct raft_buffer *buf,
     /* libraft sets last_applied after each entry, so the entry being applied
      * is the next one. */
     uint64_t index = f->raft->last_applied + 1;
+    f->log_bytes += buf->len;
     return fsm_apply_entry(f, index, buf->base, buf->len,
                            (struct fsm_result **)result);
 }

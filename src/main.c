@@ -5,6 +5,7 @@
  * is no other thread that could touch it. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -146,6 +147,12 @@ int main(int argc, char **argv)
     log_set_level(s.cfg.log_level);
     /* A peer that dies mid-write must not kill us with SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
+    /* Snapshots come and go in big buffers (4 MiB chunks, libraft's
+     * compressed copy, a loaded snapshot file).  glibc raises its mmap
+     * threshold after the first such free and then keeps later ones in the
+     * heap: 145 MiB stayed resident after one snapshot of 1M keys.  A fixed
+     * threshold hands every block of 1 MiB or more back at once. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
     uv_loop_init(&s.loop);
     if (node_start(&s.node, &s.loop, &s.cfg, raft_addr, http_addr) != 0)

@@ -35,6 +35,7 @@
 #include "queue.h"
 #include "propose.h"
 #include "readindex.h"
+#include "snapsend.h"
 #include "store.h"
 #include "transport.h"
 
@@ -113,6 +114,7 @@ struct raft_instance
     struct raft_io io;
     struct transport transport;
     struct ioguard guard;
+    struct snapsend snapsend;
     bool io_ready;   /* raft_uv_init succeeded */
     bool raft_ready; /* raft_init succeeded */
     bool closed;     /* raft_close's callback ran (once is enough) */
@@ -143,6 +145,8 @@ struct node
     uv_timer_t tick;
     uv_check_t flush; /* proposes writes, commits the store's batch */
     uint64_t last_flush_ms;
+    /* Snapshot settings last given to libraft (node_snapshot_policy). */
+    unsigned snap_threshold, snap_trailing;
     struct client *client;
     struct raft_instance *instances; /* every one opened, newest first */
 

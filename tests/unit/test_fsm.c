@@ -199,18 +199,12 @@ static void test_init_and_members(void **state)
     side_close(&s);
 }
 
-static void *join_bufs(struct raft_buffer *bufs, unsigned n, size_t *len)
+/* The full serialization a follower would receive (fsm_snapshot_full). */
+static void *full(struct fsm *f, size_t *len)
 {
-    size_t total = 0;
-    for (unsigned i = 0; i < n; i++)
-        total += bufs[i].len;
-    uint8_t *all = malloc(total ? total : 1), *p = all;
-    for (unsigned i = 0; i < n; i++) {
-        memcpy(p, bufs[i].base, bufs[i].len);
-        p += bufs[i].len;
-    }
-    *len = total;
-    return all;
+    void *data = NULL;
+    assert_int_equal(fsm_snapshot_full(f, &data, len), 0);
+    return data;
 }
 
 /* A snapshot of one store restored into another gives the same keys,
@@ -220,8 +214,6 @@ static void test_snapshot_restore_roundtrip(void **state)
 {
     (void)state;
     struct side a, b;
-    struct raft_buffer *bufs;
-    unsigned n;
     size_t len;
     struct store_record rec;
     char key[32], value[64];
@@ -241,9 +233,7 @@ static void test_snapshot_restore_roundtrip(void **state)
     set(&a.fsm, 4000, "key-00010", "rewritten");
     set(&b.fsm, 1, "only-in-b", "x");
 
-    assert_int_equal(fsm_snapshot_take(&a.fsm, &bufs, &n), 0);
-    void *data = join_bufs(bufs, n, &len);
-    fsm_snapshot_free(bufs, n);
+    void *data = full(&a.fsm, &len);
     assert_int_equal(fsm_restore(&b.fsm, data, len), 0);
     assert_int_equal(b.fsm.applied_index, 4000);
     assert_int_equal(b.fsm.cluster_id, 77);
@@ -264,7 +254,7 @@ static void test_snapshot_restore_roundtrip(void **state)
     set(&b.fsm, 4001, "after", "snapshot");
     assert_int_equal(fsm_restore(&b.fsm, data, len), 0);
     assert_string_equal(get(b.store, "after", NULL), "snapshot");
-    free(data);
+    raft_free(data);
     side_close(&a);
     side_close(&b);
 }
@@ -275,17 +265,13 @@ static void test_corrupt_snapshot_refused(void **state)
 {
     (void)state;
     struct side a, b;
-    struct raft_buffer *bufs;
-    unsigned n;
     size_t len;
     side_open(&a);
     side_open(&b);
     set(&a.fsm, 1, "a", "1");
     set(&a.fsm, 2, "b", "2");
     set(&b.fsm, 1, "keep", "me");
-    assert_int_equal(fsm_snapshot_take(&a.fsm, &bufs, &n), 0);
-    uint8_t *data = join_bufs(bufs, n, &len);
-    fsm_snapshot_free(bufs, n);
+    uint8_t *data = full(&a.fsm, &len);
 
     for (size_t cut = 0; cut < len; cut += 3)
         assert_int_equal(fsm_restore(&b.fsm, data, cut), RAFT_CORRUPT);
@@ -295,7 +281,7 @@ static void test_corrupt_snapshot_refused(void **state)
     assert_int_equal(fsm_restore(&b.fsm, data, len), RAFT_CORRUPT);
     assert_string_equal(get(b.store, "keep", NULL), "me");
     assert_int_equal(b.fsm.applied_index, 1);
-    free(data);
+    raft_free(data);
     side_close(&a);
     side_close(&b);
 }
@@ -306,8 +292,6 @@ static void test_snapshot_long_keys(void **state)
 {
     (void)state;
     struct side a, b;
-    struct raft_buffer *bufs;
-    unsigned n;
     size_t len;
     char key[800];
     side_open(&a);
@@ -321,9 +305,7 @@ static void test_snapshot_long_keys(void **state)
         set(&a.fsm, (uint64_t)i + 1, key, "v");
     }
     set(&a.fsm, 51, "short", "s");
-    assert_int_equal(fsm_snapshot_take(&a.fsm, &bufs, &n), 0);
-    void *data = join_bufs(bufs, n, &len);
-    fsm_snapshot_free(bufs, n);
+    void *data = full(&a.fsm, &len);
     assert_int_equal(fsm_restore(&b.fsm, data, len), 0);
     struct store_txn t;
     uint64_t count;
@@ -331,18 +313,58 @@ static void test_snapshot_long_keys(void **state)
     assert_int_equal(store_count(&t, STORE_KV, &count), 0);
     store_txn_abort(&t);
     assert_int_equal(count, 51);
-    free(data);
+    raft_free(data);
     side_close(&a);
     side_close(&b);
 }
 
-/* Snapshots bigger than one 4 MiB chunk span several buffers. */
-static void test_snapshot_spans_chunks(void **state)
+/* The snapshot libraft keeps is a marker for the store: taking one flushes
+ * the store's batch to disk; restoring it on the same node is a no-op, and
+ * on a node whose store is behind it is refused (that store lost data). */
+static void test_marker_snapshot(void **state)
 {
     (void)state;
     struct side a, b;
     struct raft_buffer *bufs;
     unsigned n;
+    side_open(&a);
+    side_open(&b);
+    set(&a.fsm, 1, "a", "1");
+    set(&a.fsm, 2, "b", "2");
+    set(&b.fsm, 1, "keep", "me");
+    assert_true(store_batch_open(a.store));
+
+    assert_int_equal(fsm_snapshot_take(&a.fsm, &bufs, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(fsm_snapshot_is_marker(bufs[0].base, bufs[0].len));
+    assert_false(store_batch_open(a.store));
+    assert_int_equal(a.fsm.snapshots_taken, 1);
+
+    assert_int_equal(fsm_restore(&a.fsm, bufs[0].base, bufs[0].len), 0);
+    assert_string_equal(get(a.store, "b", NULL), "2");
+    assert_int_equal(a.fsm.snapshots_restored, 0);
+
+    assert_int_equal(fsm_restore(&b.fsm, bufs[0].base, bufs[0].len),
+                     RAFT_CORRUPT);
+    assert_string_equal(get(b.store, "keep", NULL), "me");
+    assert_null(get(b.store, "a", NULL));
+    assert_int_equal(b.fsm.applied_index, 1);
+
+    /* A full snapshot is never mistaken for a marker. */
+    size_t len;
+    void *data = full(&a.fsm, &len);
+    assert_false(fsm_snapshot_is_marker(data, len));
+    raft_free(data);
+    fsm_snapshot_free(bufs, n);
+    side_close(&a);
+    side_close(&b);
+}
+
+/* A full snapshot of several MiB grows its one buffer as it goes. */
+static void test_snapshot_grows(void **state)
+{
+    (void)state;
+    struct side a, b;
     size_t len;
     char key[32];
     char *value = malloc(100001);
@@ -354,15 +376,13 @@ static void test_snapshot_spans_chunks(void **state)
         snprintf(key, sizeof key, "big-%02d", i);
         set(&a.fsm, (uint64_t)i + 1, key, value);
     }
-    assert_int_equal(fsm_snapshot_take(&a.fsm, &bufs, &n), 0);
-    assert_true(n >= 2);
-    void *data = join_bufs(bufs, n, &len);
-    fsm_snapshot_free(bufs, n);
+    void *data = full(&a.fsm, &len);
+    assert_true(len > 6000000);
     assert_int_equal(fsm_restore(&b.fsm, data, len), 0);
     struct store_record rec;
     assert_non_null(get(b.store, "big-59", &rec));
     assert_int_equal(rec.value_len, 100000);
-    free(data);
+    raft_free(data);
     free(value);
     side_close(&a);
     side_close(&b);
@@ -515,7 +535,8 @@ int main(void)
         cmocka_unit_test(test_init_and_members),
         cmocka_unit_test(test_snapshot_restore_roundtrip),
         cmocka_unit_test(test_corrupt_snapshot_refused),
-        cmocka_unit_test(test_snapshot_spans_chunks),
+        cmocka_unit_test(test_snapshot_grows),
+        cmocka_unit_test(test_marker_snapshot),
         cmocka_unit_test(test_snapshot_long_keys),
         cmocka_unit_test(test_cas_put_and_delete),
         cmocka_unit_test(test_txn_branches),
