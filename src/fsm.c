@@ -797,6 +797,8 @@ static int fsm_raft_apply(struct raft_fsm *rf, const struct raft_buffer *buf,
      * is the next one. */
     uint64_t index = f->raft->last_applied + 1;
     f->log_bytes += buf->len;
+    f->entries_seen++;
+    f->entry_bytes_seen += buf->len;
     return fsm_apply_entry(f, index, buf->base, buf->len,
                            (struct fsm_result **)result);
 }

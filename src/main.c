@@ -147,12 +147,14 @@ int main(int argc, char **argv)
     log_set_level(s.cfg.log_level);
     /* A peer that dies mid-write must not kill us with SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
-    /* Snapshots come and go in big buffers (4 MiB chunks, libraft's
-     * compressed copy, a loaded snapshot file).  glibc raises its mmap
-     * threshold after the first such free and then keeps later ones in the
-     * heap: 145 MiB stayed resident after one snapshot of 1M keys.  A fixed
-     * threshold hands every block of 1 MiB or more back at once. */
-    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    /* Big buffers come and go: log entries of packed transactions (~200
+     * KiB), snapshots sent to followers, loaded snapshot files.  glibc raises
+     * its mmap threshold after the first such free and then keeps later ones
+     * in the heap, where freed holes stay resident: 145 MiB after one
+     * snapshot of 1M keys.  A fixed threshold hands every block of 128 KiB
+     * or more back to the system when it is freed (node_tick trims the rest
+     * of the heap after snapshots). */
+    mallopt(M_MMAP_THRESHOLD, 128 << 10);
 
     uv_loop_init(&s.loop);
     if (node_start(&s.node, &s.loop, &s.cfg, raft_addr, http_addr) != 0)

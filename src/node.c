@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -636,6 +637,14 @@ static void node_tick(uv_timer_t *timer)
     }
     membership_tick(n);
     node_keep_membership(n);
+    /* A snapshot lets libraft free the log before it: give the holes it
+     * leaves in the heap back to the system (a few ms at most, once per
+     * snapshot). */
+    uint64_t snaps = n->fsm.snapshots_taken + n->fsm.snapshots_restored;
+    if (snaps != n->trimmed_at_snapshot) {
+        n->trimmed_at_snapshot = snaps;
+        malloc_trim(0);
+    }
 }
 
 /* Snapshot when the configured number of entries is reached (libraft's own
@@ -647,18 +656,21 @@ static void node_snapshot_policy(struct node *n)
     uint64_t since = r->last_applied > r->log.snapshot.last_index
                          ? r->last_applied - r->log.snapshot.last_index
                          : 0;
-    uint64_t bytes = n->fsm.log_bytes;
     uint64_t threshold = node_stagger(n, n->cfg->snapshot_threshold);
     uint64_t trailing = n->cfg->snapshot_trailing;
 
-    if (since > 0 && bytes > 0) {
-        uint64_t avg = bytes / since + 1;
+    /* libraft reads the trailing count when a snapshot completes, so it
+     * comes from the mean entry size since start, not from the entries
+     * since the last snapshot (none, right after one). */
+    if (n->fsm.entries_seen > 0) {
+        uint64_t avg = n->fsm.entry_bytes_seen / n->fsm.entries_seen + 1;
         uint64_t fit = NODE_TRAILING_BYTES / avg;
         if (fit < trailing)
             trailing = fit > 16 ? fit : 16;
-        if (bytes >= node_stagger(n, NODE_LOG_BYTES) && since < threshold)
-            threshold = since; /* taken after the next apply */
     }
+    if (since > 0 && since < threshold &&
+        n->fsm.log_bytes >= node_stagger(n, NODE_LOG_BYTES))
+        threshold = since; /* taken after the next apply */
     if (threshold > UINT32_MAX)
         threshold = UINT32_MAX;
     if (threshold != n->snap_threshold) {

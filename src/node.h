@@ -147,6 +147,7 @@ struct node
     uint64_t last_flush_ms;
     /* Snapshot settings last given to libraft (node_snapshot_policy). */
     unsigned snap_threshold, snap_trailing;
+    uint64_t trimmed_at_snapshot; /* snapshots seen by the last malloc_trim */
     struct client *client;
     struct raft_instance *instances; /* every one opened, newest first */
 
