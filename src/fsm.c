@@ -797,8 +797,14 @@ static int fsm_raft_apply(struct raft_fsm *rf, const struct raft_buffer *buf,
      * is the next one. */
     uint64_t index = f->raft->last_applied + 1;
     f->log_bytes += buf->len;
-    f->entries_seen++;
-    f->entry_bytes_seen += buf->len;
+    /* Weight 1/16: follows a change of workload within a few dozen
+     * entries. */
+    if (f->entry_bytes_avg == 0)
+        f->entry_bytes_avg = buf->len;
+    else if (buf->len > f->entry_bytes_avg)
+        f->entry_bytes_avg += (buf->len - f->entry_bytes_avg) / 16;
+    else
+        f->entry_bytes_avg -= (f->entry_bytes_avg - buf->len) / 16;
     return fsm_apply_entry(f, index, buf->base, buf->len,
                            (struct fsm_result **)result);
 }

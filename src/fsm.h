@@ -90,7 +90,7 @@ struct fsm
     /* Bytes of entries applied since the last snapshot taken or restored:
      * roughly what libraft still holds of its log in memory. */
     uint64_t log_bytes;
-    uint64_t entries_seen, entry_bytes_seen; /* every entry since start */
+    uint64_t entry_bytes_avg; /* moving average of recent entry sizes */
     /* Called when the store fails (disk full, I/O error): the node must not
      * go on, since it can no longer apply what it acknowledged. */
     void (*fatal)(void *arg, const char *what);

@@ -660,10 +660,11 @@ static void node_snapshot_policy(struct node *n)
     uint64_t trailing = n->cfg->snapshot_trailing;
 
     /* libraft reads the trailing count when a snapshot completes, so it
-     * comes from the mean entry size since start, not from the entries
-     * since the last snapshot (none, right after one). */
-    if (n->fsm.entries_seen > 0) {
-        uint64_t avg = n->fsm.entry_bytes_seen / n->fsm.entries_seen + 1;
+     * comes from a moving average of recent entry sizes, not from the
+     * entries since the last snapshot (none, right after one) nor from all
+     * entries since start (a bulk load after small writes kept 90 MiB). */
+    if (n->fsm.entry_bytes_avg > 0) {
+        uint64_t avg = n->fsm.entry_bytes_avg + 1;
         uint64_t fit = NODE_TRAILING_BYTES / avg;
         if (fit < trailing)
             trailing = fit > 16 ? fit : 16;
