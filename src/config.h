@@ -33,6 +33,7 @@ struct config
     size_t max_body_size;
     unsigned snapshot_threshold;
     unsigned snapshot_trailing;
+    size_t segment_size; /* libraft's log segment files */
     unsigned election_timeout_ms;
     unsigned heartbeat_timeout_ms;
     bool help;

@@ -151,6 +151,12 @@ static int raft_open(struct node *n, bool bootstrap)
     ri->io_ready = true;
     /* A corrupt segment must stop the node, not be renamed away silently. */
     raft_uv_set_auto_recovery(&ri->io, false);
+    /* Finishing a segment (truncate, fsync, rename) and preparing the next
+     * stalled every node at once for 30-60 ms; with libraft's default 8 MiB
+     * that came every ~2 s under load.  Measured, 3 nodes, 64 conns of
+     * 100-byte writes, 10 s: p99 12-18 ms with 8 MiB, 5-7 ms with 32 MiB,
+     * same throughput.  Costs disk: libraft preallocates three of them. */
+    raft_uv_set_segment_size(&ri->io, cfg->segment_size);
     ioguard_install(&ri->guard, &ri->io, node_fatal, n);
     snapsend_install(&ri->snapsend, &ri->io, &n->fsm);
     rv = raft_init(n->raft, &ri->io, &n->raft_fsm, n->id, n->raft_addr);

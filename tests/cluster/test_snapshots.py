@@ -5,8 +5,11 @@ import random
 
 from harness import MiB, Writer, dir_listing, dir_size, wait_until
 
-SNAP_ARGS = ["--snapshot-threshold", "64", "--snapshot-trailing", "32"]
-SEGMENT = 8 * MiB  # libraft's segment size; a fresh raft dir preallocates three
+# libraft's own 8 MiB segments (raftkv's default is 32 MiB), so that the
+# bounds below measure the log, not preallocated files.
+SEGMENT = 8 * MiB  # a fresh raft dir preallocates three
+SNAP_ARGS = ["--snapshot-threshold", "64", "--snapshot-trailing", "32",
+             "--segment-size", str(SEGMENT)]
 
 
 def _raft_sizes(nodes):

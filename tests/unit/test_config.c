@@ -49,6 +49,7 @@ static void test_all_forms(void **state)
               "10.0.0.1:8222", "--log-level", "debug", "--max-key-size", "100",
               "--max-value-size=200", "--max-body-size", "400",
               "--snapshot-threshold", "64", "--snapshot-trailing", "32",
+              "--segment-size", "8388608",
               "--election-timeout", "500", "--heartbeat-timeout", "50"),
         0);
     assert_string_equal(c.node_id, "a.b_c-1");
@@ -65,6 +66,7 @@ static void test_all_forms(void **state)
     assert_int_equal(c.max_body_size, 400);
     assert_int_equal(c.snapshot_threshold, 64);
     assert_int_equal(c.snapshot_trailing, 32);
+    assert_int_equal(c.segment_size, 8388608);
     assert_int_equal(c.election_timeout_ms, 500);
     assert_int_equal(c.heartbeat_timeout_ms, 50);
 }
@@ -106,6 +108,10 @@ static void test_errors_name_the_flag(void **state)
     expect_error(PARSE(&c, "--node-id", "n", "--snapshot-threshold", "10",
                        "--snapshot-trailing", "20"),
                  "--snapshot-trailing");
+    expect_error(PARSE(&c, "--node-id", "n", "--segment-size", "65536"),
+                 "--segment-size");
+    expect_error(PARSE(&c, "--node-id", "n", "--segment-size", "2000000"),
+                 "--segment-size");
     expect_error(PARSE(&c, "--node-id", "n", "--election-timeout", "5"),
                  "--election-timeout");
     expect_error(PARSE(&c, "--node-id", "n", "--heartbeat-timeout", "2000"),
