@@ -77,7 +77,6 @@ static void get_done(struct raft_io_snapshot_get *req,
     raft_free(snap->bufs[0].base);
     snap->bufs[0].base = data;
     snap->bufs[0].len = len;
-    s->sent++;
     cb(req, snap, 0);
 }
 
@@ -114,7 +113,6 @@ void snapsend_install(struct snapsend *s, struct raft_io *io, struct fsm *fsm)
 {
     s->io = io;
     s->fsm = fsm;
-    s->sent = 0;
     s->snapshot_get = io->snapshot_get;
     io->snapshot_get = wrapped_get;
     s->next = instances;

@@ -28,7 +28,6 @@ struct snapsend
     int (*snapshot_get)(struct raft_io *io, struct raft_io_snapshot_get *req,
                         raft_io_snapshot_get_cb cb);
     struct snapsend *next; /* every instance of the process */
-    unsigned long long sent; /* full snapshots handed to libraft */
 };
 
 /* Wrap @io's snapshot_get.  @s and @fsm must outlive @io. */
