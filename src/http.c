@@ -16,11 +16,15 @@
  *   While the handler runs, h2o stops reading the socket, so it would only
  *   notice a vanished client when it writes the reply.  We cannot read the
  *   socket for it either: the request's method, path, headers and body point
- *   into h2o's input buffer, which may move when it grows.  So a pending
- *   request watches the fd with a uv_poll_t for UV_DISCONNECT only (peer sent
- *   FIN or RST), which reads nothing.  When it fires we answer 499 on the
- *   dead socket with keep-alive off: that is the only public way to make h2o
- *   tear the connection down, and doing so frees the request.
+ *   into h2o's input buffer, which may move when it grows.  So a request
+ *   pending for HTTP_WATCH_AFTER_MS watches the fd with a uv_poll_t for
+ *   UV_DISCONNECT only (peer sent FIN or RST), which reads nothing.  When it
+ *   fires we answer 499 on the dead socket with keep-alive off: that is the
+ *   only public way to make h2o tear the connection down, and doing so frees
+ *   the request.  Watching every pending request at once cost five syscalls
+ *   each (epoll_ctl on a shared fd, FIONBIO), a fifth of the kernel time of
+ *   a write or linearizable read that is answered a millisecond later
+ *   anyway; a vanished client only matters for requests that wait long.
  *
  * - The release callback hangs off a shared allocation in the request's
  *   memory pool: h2o disposes it exactly when it frees the request, after the
@@ -72,6 +76,9 @@
 #define HTTP_STOP_GRACE_MS 1000
 
 #define HTTP_CLIENT_GONE 499
+
+/* A pending request starts watching for its client vanishing after this. */
+#define HTTP_WATCH_AFTER_MS 50
 
 struct http_server;
 
@@ -151,6 +158,7 @@ struct http_server
 
     uv_tcp_t listener;
     uv_timer_t grace; /* stop escalation; later the first close fence */
+    uv_timer_t watch_timer; /* watches requests pending for a while */
     uv_idle_t fence;  /* never started; the second close fence */
 
     struct http_conn *conns;
@@ -421,6 +429,28 @@ static void http_watch(struct http_req *r)
         log_debug("http: cannot watch pending request: %s", uv_strerror(rc));
         http_unwatch(r);
     }
+}
+
+/* Watch the requests that have been pending for HTTP_WATCH_AFTER_MS; come
+ * back for the younger ones when they are old enough. */
+static void http_on_watch_timer(uv_timer_t *t)
+{
+    struct http_server *s =
+        H2O_STRUCT_FROM_MEMBER(struct http_server, watch_timer, t);
+    uint64_t now = uv_hrtime(), after = (uint64_t)HTTP_WATCH_AFTER_MS * 1000000;
+    uint64_t next = 0; /* ns until the youngest unwatched one is due */
+
+    for (struct http_req *r = s->pending; r != NULL; r = r->next) {
+        uint64_t age = now - r->start_ns;
+        if (r->watch != NULL)
+            continue;
+        if (age >= after)
+            http_watch(r); /* a failure is retried on a later pass */
+        else if (after - age > next)
+            next = after - age;
+    }
+    if (next > 0 && !s->stopping)
+        uv_timer_start(t, http_on_watch_timer, next / 1000000 + 1, 0);
 }
 
 /* Runs when h2o frees the request's pool: the request is gone for good. */
@@ -812,7 +842,9 @@ static int http_on_req(h2o_handler_t *self, h2o_req_t *hreq)
     }
     r->state = HTTP_REQ_PENDING;
     http_pending_link(r);
-    http_watch(r);
+    if (!uv_is_active((uv_handle_t *)&s->watch_timer))
+        uv_timer_start(&s->watch_timer, http_on_watch_timer,
+                       HTTP_WATCH_AFTER_MS, 0);
     return 0;
 }
 
@@ -1042,6 +1074,8 @@ int http_start(struct http_server **out, uv_loop_t *loop,
     }
     s->listener_open = true;
     uv_timer_init(loop, &s->grace);
+    uv_timer_init(loop, &s->watch_timer);
+    uv_unref((uv_handle_t *)&s->watch_timer);
     uv_idle_init(loop, &s->fence);
 
     h2o_config_init(&s->config);
@@ -1111,6 +1145,7 @@ static void http_maybe_finish(struct http_server *s)
     s->loop->stop_flag = stop_flag;
     h2o_config_dispose(&s->config);
 
+    uv_close((uv_handle_t *)&s->watch_timer, NULL);
     uv_close((uv_handle_t *)&s->grace, http_on_grace_closed);
 }
 
