@@ -147,7 +147,7 @@ static int decode_all(const uint8_t *buf, size_t len, struct dcmd **out)
         rv = command_iter_next(&it, &c);
         if (rv != 1)
             break;
-        FUZZ_CHECK(c.type >= CMD_PUT && c.type <= CMD_TXN);
+        FUZZ_CHECK(c.type >= CMD_PUT && c.type <= CMD_NOOP);
         check_inside(c.key, buf, buf + len, "key");
         check_inside(c.value, buf, buf + len, "value");
         check_inside(c.name, buf, buf + len, "name");

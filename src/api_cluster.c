@@ -379,7 +379,7 @@ void api_metrics(struct api *a, struct http_req *req)
     sync_counter(a, METRICS_ELECTIONS, n->elections_seen);
     sync_counter(a, METRICS_SNAPSHOTS_TAKEN, n->fsm.snapshots_taken);
     sync_counter(a, METRICS_SNAPSHOTS_RESTORED, n->fsm.snapshots_restored);
-    sync_counter(a, METRICS_BARRIERS, n->reads.barriers);
+    sync_counter(a, METRICS_BARRIERS, n->reads.entries);
     sync_counter(a, METRICS_ENTRIES_PROPOSED, n->propose.entries);
     sync_counter(a, METRICS_COMMANDS_PROPOSED, n->propose.commands);
     store_stat(n->store, &st);

@@ -130,6 +130,8 @@ static size_t command_size(const struct command *c)
         return 1 + bytes_size(c->key) + bytes_size(c->value);
     case CMD_DELETE:
         return 1 + bytes_size(c->key);
+    case CMD_NOOP:
+        return 1;
     case CMD_INIT:
     case CMD_MEMBER_DEL:
         return 1 + varint_size(c->id);
@@ -262,6 +264,8 @@ static uint8_t *payload_put(uint8_t *p, const struct command *cmds,
             break;
         case CMD_TXN:
             p = txn_put(p, c->txn);
+            break;
+        case CMD_NOOP:
             break;
         }
     }
@@ -544,6 +548,8 @@ int command_iter_next(struct command_iter *it, struct command *cmd)
     case CMD_TXN:
         if (txn_get(p, it->end, cmd) != 0)
             return COMMAND_EMALFORMED;
+        break;
+    case CMD_NOOP:
         break;
     default:
         return COMMAND_ETYPE;

@@ -51,6 +51,8 @@ enum command_type {
     CMD_PUT_CAS = 6,    /* key, value, cas: put if mod_index == cas */
     CMD_DELETE_CAS = 7, /* key, cas: delete if mod_index == cas */
     CMD_TXN = 8,        /* compares, success ops, failure ops */
+    CMD_NOOP = 9,       /* no fields, no effect: an entry that only
+                         * confirms leadership for reads (readindex.c) */
 };
 
 /* A transaction (CMD_TXN), encoded as:

@@ -329,6 +329,8 @@ static int apply_command(struct fsm *f, struct store_txn *t, uint64_t index,
     case CMD_MEMBER_DEL:
         rv = store_member_del(t, c->id);
         return rv == STORE_ENOTFOUND ? 0 : rv;
+    case CMD_NOOP:
+        return 0;
     }
     return 0;
 }

@@ -75,9 +75,11 @@ static const struct metrics_family metrics_counter_families[] = {
     [METRICS_FORWARD_ERRORS] = {"raftkv_forward_errors_total",
                                 "Relays to the leader that failed."},
     [METRICS_BARRIERS] = {"raftkv_read_barriers_total",
-                          "Read barriers appended to the log."},
+                          "No-op entries appended only to confirm "
+                          "linearizable reads."},
     [METRICS_LINEARIZABLE_READS] = {"raftkv_linearizable_reads_total",
-                                    "Reads served after a read barrier."},
+                                    "Reads served after leadership was "
+                                    "confirmed."},
     [METRICS_STALE_READS] = {"raftkv_stale_reads_total",
                              "Reads served from local state without a "
                              "barrier."},

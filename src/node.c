@@ -692,7 +692,8 @@ static void node_snapshot_policy(struct node *n)
 }
 
 /* End of each loop iteration: the writes that arrived go to Raft as one
- * entry.  Applied entries reach LMDB in one commit (one fsync, which blocks
+ * entry, which the linearizable reads that arrived ride on (or a no-op entry
+ * if there was no write).  Applied entries reach LMDB in one commit (one fsync, which blocks
  * the loop) every STORE_FLUSH_MS or when the batch grows big; until then
  * the Raft log holds them durably and reads see them in the open batch. */
 static void node_flush(uv_check_t *check)
@@ -702,6 +703,7 @@ static void node_flush(uv_check_t *check)
 
     if (n->raft_open) {
         propose_flush(&n->propose);
+        readindex_flush(&n->reads); /* reads no write took along */
         node_snapshot_policy(n);
     }
     if (n->store == NULL || !store_batch_open(n->store))

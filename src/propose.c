@@ -11,6 +11,7 @@ struct proposal
 {
     struct raft_apply raft; /* first: libraft hands it back */
     struct queue reqs;
+    struct queue reads; /* linearizable reads riding on it (readindex.h) */
     bool done;
 };
 
@@ -83,6 +84,7 @@ static void applied(struct raft_apply *raft_req, int status, void *result)
         break;
     }
     complete(&prop->reqs, rv, rv == 0 ? result : NULL);
+    readindex_complete(&prop->reads, status);
     free(prop);
 }
 
@@ -105,6 +107,7 @@ void propose_flush(struct propose *p)
     }
     /* The queued requests move to the proposal. */
     queue_init(&prop->reqs);
+    queue_init(&prop->reads);
     while (!queue_empty(&p->reqs)) {
         struct queue *q = p->reqs.next;
         queue_remove(q);
@@ -127,6 +130,8 @@ void propose_flush(struct propose *p)
         free(prop);
         return;
     }
+    /* Appended after every read waiting now: it confirms them too. */
+    readindex_attach(&n->reads, &prop->reads);
     p->entries++;
     p->commands += count;
 }

@@ -1,27 +1,39 @@
-/* readindex.c - linearizable reads confirmed by shared barriers; see
- * readindex.h. */
+/* readindex.c - linearizable reads confirmed by the next appended entry;
+ * see readindex.h. */
 #include "readindex.h"
 
+#include <stdlib.h>
+
+#include "command.h"
 #include "log.h"
 #include "node.h"
 
-static void kick_cb(uv_timer_t *t);
+/* A CMD_NOOP entry appended for reads that had no write to ride on.
+ * libraft calls back once per raft_apply (only barriers repeat). */
+struct flight
+{
+    struct raft_apply req; /* first: libraft hands it back */
+    struct readindex *ri;
+    struct queue link;  /* in ri->flights */
+    struct queue reads; /* answered when the entry is applied */
+    uint64_t t0; unsigned nreads;
+};
+#include <time.h>
+static uint64_t nowus(void){struct timespec ts; clock_gettime(CLOCK_MONOTONIC,&ts); return ts.tv_sec*1000000ull+ts.tv_nsec/1000;}
+static uint64_t dbg_sum, dbg_n, dbg_inf, dbg_reads, dbg_flush, dbg_full;
+
+static void idle_cb(uv_idle_t *idle) { (void)idle; }
 
 void readindex_init(struct readindex *ri, struct node *node, uv_loop_t *loop)
 {
     ri->node = node;
-    uv_timer_init(loop, &ri->kick);
-    ri->kick.data = ri;
-    ri->closed = false;
     queue_init(&ri->waiting);
-    for (unsigned i = 0; i < READINDEX_ROUNDS; i++) {
-        ri->rounds[i].ri = ri;
-        ri->rounds[i].in_flight = false;
-        queue_init(&ri->rounds[i].reads);
-    }
-    ri->next_round = 0;
-    ri->current = NULL;
-    ri->barriers = 0;
+    queue_init(&ri->flights);
+    ri->in_flight = 0;
+    ri->entries = 0;
+    uv_idle_init(loop, &ri->idle);
+    ri->idle.data = ri;
+    ri->closed = false;
 }
 
 static void complete(struct queue *reads, int status)
@@ -34,77 +46,100 @@ static void complete(struct queue *reads, int status)
     }
 }
 
-static void start_round(struct readindex *ri);
-
-static void barrier_done(struct raft_barrier *req, int status)
+void readindex_complete(struct queue *reads, int raft_status)
 {
-    struct readindex_round *round = (struct readindex_round *)req;
-    struct readindex *ri = round->ri;
-    int rv;
-
-    if (!round->in_flight)
-        return; /* libraft 0.15 may call back twice; the first one counts */
-    round->in_flight = false;
-    if (ri->current == round)
-        ri->current = NULL;
-    switch (status) {
+    switch (raft_status) {
     case 0:
-        rv = 0;
+        complete(reads, 0);
         break;
     case RAFT_SHUTDOWN:
     case RAFT_CANCELED:
-        rv = NODE_ESHUTDOWN;
+        complete(reads, NODE_ESHUTDOWN);
         break;
     default:
-        rv = NODE_ELEADERSHIPLOST;
+        complete(reads, NODE_ELEADERSHIPLOST);
         break;
     }
-    complete(&round->reads, rv);
-    if (!queue_empty(&ri->waiting) && !ri->closed)
-        uv_timer_start(&ri->kick, kick_cb, 0, 0);
 }
 
-static void kick_cb(uv_timer_t *t)
+static void move_all(struct queue *from, struct queue *to)
 {
-    struct readindex *ri = t->data;
-    if (ri->current == NULL && !queue_empty(&ri->waiting))
-        start_round(ri);
+    while (!queue_empty(from)) {
+        struct queue *q = from->next;
+        queue_remove(q);
+        queue_push(to, q);
+    }
 }
 
-static void start_round(struct readindex *ri)
+void readindex_attach(struct readindex *ri, struct queue *reads)
+{
+    move_all(&ri->waiting, reads);
+}
+
+static void flight_done(struct raft_apply *req, int status, void *result)
+{
+    struct flight *f = (struct flight *)req;
+    struct readindex *ri = f->ri;
+    (void)result;
+
+    queue_remove(&f->link);
+    dbg_sum += nowus()-f->t0; dbg_n++; dbg_reads += f->nreads;
+    if (dbg_n == 2000) { log_warn("flights: avg %llu us, avg inflight at append %.2f, reads/entry %.1f, flush calls %llu full %llu", (unsigned long long)(dbg_sum/dbg_n), (double)dbg_inf/dbg_n, (double)dbg_reads/dbg_n, (unsigned long long)dbg_flush, (unsigned long long)dbg_full); dbg_sum=dbg_n=dbg_inf=dbg_reads=dbg_flush=dbg_full=0; }
+    ri->in_flight--;
+    readindex_complete(&f->reads, status);
+    free(f);
+    /* Room for another entry: have the check phase run soon. */
+    if (!queue_empty(&ri->waiting) && !ri->closed)
+        uv_idle_start(&ri->idle, idle_cb);
+}
+
+void readindex_flush(struct readindex *ri)
 {
     struct node *n = ri->node;
-    struct readindex_round *round = &ri->rounds[ri->next_round];
+    struct command noop = {.type = CMD_NOOP};
+    struct raft_buffer buf;
+    struct flight *f;
     int rv;
 
-    if (round->in_flight) {
-        /* All slots busy can only mean libraft never answered 16 barriers:
-         * wait for them rather than reuse a live one. */
-        log_warn("read barrier slot still in flight; reads wait");
+    uv_idle_stop(&ri->idle);
+    if (queue_empty(&ri->waiting) || ri->closed)
         return;
-    }
-    ri->next_round = (ri->next_round + 1) % READINDEX_ROUNDS;
-    /* Only reads that arrived before this barrier is appended ride on it. */
-    queue_init(&round->reads);
-    while (!queue_empty(&ri->waiting)) {
-        struct queue *q = ri->waiting.next;
-        queue_remove(q);
-        queue_push(&round->reads, q);
-    }
     if (!node_is_leader(n)) {
-        complete(&round->reads, NODE_ENOTLEADER);
+        complete(&ri->waiting, NODE_ENOTLEADER);
         return;
     }
-    rv = raft_barrier(n->raft, &round->barrier, barrier_done);
+    dbg_flush++;
+    if (ri->in_flight >= READINDEX_DEPTH) { dbg_full++;
+        return; } /* flight_done restarts the idle handle */
+    f = malloc(sizeof *f);
+    if (f == NULL)
+        goto err_nomem;
+    if (command_encode_alloc(&noop, 1, &buf.base, &buf.len) != 0)
+        goto err_free;
+    rv = raft_apply(n->raft, &f->req, &buf, 1, flight_done);
     if (rv != 0) {
-        /* During a leadership transfer libraft refuses barriers. */
-        complete(&round->reads, rv == RAFT_NOTLEADER ? NODE_ENOTLEADER
-                                                     : NODE_ELEADERSHIPLOST);
+        raft_free(buf.base);
+        free(f);
+        /* During a leadership transfer libraft refuses new entries. */
+        complete(&ri->waiting, rv == RAFT_NOTLEADER ? NODE_ENOTLEADER
+                                                    : NODE_ELEADERSHIPLOST);
         return;
     }
-    round->in_flight = true;
-    ri->current = round;
-    ri->barriers++;
+    f->ri = ri;
+    queue_init(&f->reads);
+    f->t0 = nowus(); dbg_inf += ri->in_flight; f->nreads = 0;
+    for (struct queue *q = ri->waiting.next; q != &ri->waiting; q = q->next) f->nreads++;
+    move_all(&ri->waiting, &f->reads);
+    queue_push(&ri->flights, &f->link);
+    ri->in_flight++;
+    ri->entries++;
+    return;
+
+err_free:
+    free(f);
+err_nomem:
+    log_error("no memory for a read entry");
+    complete(&ri->waiting, NODE_ENOMEM);
 }
 
 int readindex_read(struct readindex *ri, struct node_read *r, node_read_cb cb,
@@ -114,9 +149,9 @@ int readindex_read(struct readindex *ri, struct node_read *r, node_read_cb cb,
         return NODE_ENOTLEADER;
     r->cb = cb;
     r->data = data;
+    if (queue_empty(&ri->waiting) && !ri->closed)
+        uv_idle_start(&ri->idle, idle_cb); /* do not sleep before the check */
     queue_push(&ri->waiting, &r->link);
-    if (ri->current == NULL)
-        start_round(ri);
     return 0;
 }
 
@@ -125,12 +160,13 @@ void readindex_close(struct readindex *ri)
     if (ri->closed)
         return;
     ri->closed = true;
-    uv_close((uv_handle_t *)&ri->kick, NULL);
+    uv_close((uv_handle_t *)&ri->idle, NULL);
 }
 
 void readindex_fail_all(struct readindex *ri, int status)
 {
     complete(&ri->waiting, status);
-    for (unsigned i = 0; i < READINDEX_ROUNDS; i++)
-        complete(&ri->rounds[i].reads, status);
+    /* The entries stay with libraft, which still calls back for each. */
+    for (struct queue *q = ri->flights.next; q != &ri->flights; q = q->next)
+        complete(&queue_data(q, struct flight, link)->reads, status);
 }

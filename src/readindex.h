@@ -3,18 +3,25 @@
  * A leader may only answer from its store once it knows it is still the
  * leader *after* the read arrived; otherwise a newer leader could already
  * have committed writes it has not seen.  libraft 0.15 has no ReadIndex, so
- * leadership is confirmed by a Raft barrier: once a barrier appended after
- * the read arrived is committed and applied, this node was the leader at some
- * point after the read started, and its store holds every entry committed
- * before it.
+ * leadership is confirmed by the log itself: once an entry that this node
+ * appended after the read arrived is committed and applied, a majority
+ * accepted this node as leader at some point after the read started (a
+ * newer leader would have needed votes from that same majority first), and
+ * the store holds every entry committed before the read.
  *
- * Barriers cost a log entry and a round trip, so reads share them: all reads
- * that arrive while one barrier is in flight wait together for the next one.
- * Only one barrier is ever in flight (libraft 0.15 is fragile with several),
- * and each barrier's callback is honoured once even if libraft calls it
- * again.  The next barrier is never appended from inside libraft's callback:
- * a failed barrier is reported while libraft is tearing its leader state
- * down, and appending then crashes it; a zero timer starts it instead. */
+ * Any entry will do, so reads first ride on writes: the writes of a loop
+ * iteration go out as one entry (propose.c) and take every read that is
+ * waiting along (readindex_attach).  Reads with no write to ride on get an
+ * entry of their own, one CMD_NOOP command, at the end of the loop
+ * iteration (readindex_flush).  Up to READINDEX_DEPTH such entries are in
+ * flight, so a read waits about one commit round trip rather than the rest
+ * of the previous round first.  They are ordinary raft_apply entries, not
+ * raft_barrier ones: libraft 0.15 calls a barrier's callback twice and
+ * is fragile with several barriers in flight, while applies pipeline.
+ *
+ * Entries are only appended from the loop's check phase, never from inside
+ * a libraft callback: a failed entry is reported while libraft is tearing
+ * its leader state down, and appending then crashes it. */
 #ifndef RAFTKV_READINDEX_H
 #define RAFTKV_READINDEX_H
 
@@ -37,42 +44,46 @@ struct node_read
     void *data;
 };
 
-#define READINDEX_ROUNDS 16
-
-/* One barrier and the reads it answers. */
-struct readindex_round
-{
-    struct raft_barrier barrier; /* first: libraft hands it back */
-    struct readindex *ri;
-    struct queue reads;
-    bool in_flight;
-};
+/* Read-only entries in flight at most. */
+#define READINDEX_DEPTH 4
 
 struct readindex
 {
     struct node *node;
-    struct queue waiting; /* arrived since the current barrier started */
-    struct readindex_round rounds[READINDEX_ROUNDS]; /* reused in turn */
-    unsigned next_round;
-    struct readindex_round *current; /* the barrier in flight, or NULL */
-    unsigned long long barriers;     /* appended, for metrics */
-    uv_timer_t kick;                 /* starts the next round, outside libraft */
+    struct queue waiting; /* arrived, not yet behind an appended entry */
+    struct queue flights; /* read-only entries in flight */
+    unsigned in_flight;
+    unsigned long long entries; /* read-only entries appended, for metrics */
+    uv_idle_t idle;             /* no sleeping while reads wait */
     bool closed;
 };
 
 void readindex_init(struct readindex *ri, struct node *node, uv_loop_t *loop);
 
-/* Stop the timer (at shutdown, after readindex_fail_all). */
+/* Stop the idle handle (at shutdown, after readindex_fail_all). */
 void readindex_close(struct readindex *ri);
 
-/* Queue @r; @cb runs with 0 once a barrier appended after now has been
+/* Queue @r; @cb runs with 0 once an entry appended after now has been
  * applied (then read the store), or with NODE_ENOTLEADER /
  * NODE_ELEADERSHIPLOST / NODE_ESHUTDOWN.  Returns 0, or NODE_ENOTLEADER at
  * once (then @cb never runs). */
 int readindex_read(struct readindex *ri, struct node_read *r, node_read_cb cb,
                    void *data);
 
-/* Fail every queued read with @status (leadership lost, shutdown). */
+/* An entry has just been appended: move every waiting read onto @reads, to
+ * be answered by readindex_complete when that entry is applied or fails. */
+void readindex_attach(struct readindex *ri, struct queue *reads);
+
+/* Answer every read of @reads: @status is libraft's for the entry they rode
+ * on (0: applied). */
+void readindex_complete(struct queue *reads, int raft_status);
+
+/* End of a loop iteration: give the reads still waiting an entry of their
+ * own, unless READINDEX_DEPTH are in flight (then the next one to land makes
+ * room).  Fails them with NODE_ENOTLEADER if this node no longer leads. */
+void readindex_flush(struct readindex *ri);
+
+/* Fail every queued read with @status (shutdown). */
 void readindex_fail_all(struct readindex *ri, int status);
 
 #endif

@@ -10,8 +10,8 @@ its sockets but answers nothing.
 import threading
 import time
 
-from harness import (assert_json_error, header_int, leader_and_followers, paused, put_ok,
-                     quote_key, request_once, scaled, v1_get, v1_list, wait_until)
+from harness import (HttpClient, assert_json_error, header_int, kv_path, leader_and_followers,
+                     paused, put_ok, quote_key, request_once, scaled, v1_get, v1_list, wait_until)
 
 LINEARIZABLE_DEADLINE = 2.0   # s (scaled): how long a client waits for a refused read
 AT_ONCE = 1.0                 # s (scaled): a stale read on a cut-off node answers within this
@@ -212,3 +212,90 @@ def test_read_after_write_elsewhere_and_headers(cluster):
         header_int(r, "X-Raftkv-Index")
         wait_until(lambda n=n: v1_get(n, key, consistency="stale").body == last, 10,
                    "%s's stale read to reach the last write" % n.name)
+
+
+def metric(node, name):
+    for line in node.request("GET", "/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("%s not in %s's /metrics" % (name, node.name))
+
+
+def test_reads_during_writes_see_every_acknowledged_write(cluster):
+    """Three writers count up, each its own key, on the leader; meanwhile three
+    readers read those keys, linearizably, from the leader and the followers.
+    A read must return at least the last count acknowledged to its writer
+    before the read started (and never a count not yet sent).  Reads ride on
+    the entries of the concurrent writes or, between writes, on no-op
+    entries: both paths are taken, and all reads are served."""
+    nodes = cluster.start_nodes(3)
+    leader, followers = leader_and_followers(cluster)
+    writers, readers, rounds = 3, 3, 150
+    acked = [0] * writers   # last count acknowledged to writer i
+    sent = [0] * writers    # last count writer i has sent
+    lock = threading.Lock()
+    stop = threading.Event()
+    failures = []
+    reads = [0] * readers
+    noops_before = metric(leader, "raftkv_read_barriers_total")
+    lin_before = metric(leader, "raftkv_linearizable_reads_total")
+
+    def write(i):
+        c = HttpClient(leader.http_addr)
+        try:
+            for n in range(1, rounds + 1):
+                with lock:
+                    sent[i] = n
+                r = c.request("PUT", kv_path("ride/%d" % i), body=b"%d" % n)
+                if r.status != 200:
+                    failures.append("writer %d, count %d: %r" % (i, n, r))
+                    return
+                with lock:
+                    acked[i] = n
+        finally:
+            c.close()
+
+    def read(j):
+        node = [leader, *followers][j % 3]
+        c = HttpClient(node.http_addr)
+        try:
+            while not stop.is_set() and not failures:
+                i = reads[j] % writers
+                with lock:
+                    floor = acked[i]
+                r = c.request("GET", kv_path("ride/%d" % i))
+                with lock:
+                    ceiling = sent[i]
+                got = int(r.body) if r.status == 200 else (0 if r.status == 404 else None)
+                if got is None or not floor <= got <= ceiling:
+                    failures.append("reader %d on %s, key ride/%d: %r (status %d); "
+                                    "acked %d before the read, sent %d after" % (
+                                        j, node.name, i, r.body, r.status, floor, ceiling))
+                    return
+                reads[j] += 1
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=write, args=(i,), daemon=True) for i in range(writers)]
+    threads += [threading.Thread(target=read, args=(j,), daemon=True) for j in range(readers)]
+    for t in threads:
+        t.start()
+    for t in threads[:writers]:
+        t.join(scaled(60))
+    # A little more reading once the writes are done: only no-ops carry these.
+    wait_until(lambda: failures or all(r >= 20 for r in reads), 30, "the readers to read")
+    before_quiet = list(reads)
+    wait_until(lambda: failures or all(r >= b + 10 for r, b in zip(reads, before_quiet)), 30,
+               "the readers to read after the writes ended")
+    stop.set()
+    for t in threads[writers:]:
+        t.join(scaled(30))
+    assert not failures, failures[:5]
+    assert not any(t.is_alive() for t in threads), "a client thread hangs"
+    assert acked == [rounds] * writers
+    lin = metric(leader, "raftkv_linearizable_reads_total") - lin_before
+    noops = metric(leader, "raftkv_read_barriers_total") - noops_before
+    print("reads per reader %s; on the leader %d linearizable reads, %d no-op entries"
+          % (reads, lin, noops))
+    assert lin >= sum(reads) - readers  # followers forward theirs to the leader
+    assert 0 < noops

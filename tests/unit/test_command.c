@@ -25,7 +25,7 @@ static bool bytes_eq(struct command_bytes b, const char *s)
 static void test_roundtrip_every_type(void **state)
 {
     (void)state;
-    struct command in[5] = {
+    struct command in[6] = {
         {.type = CMD_PUT, .key = B("x"), .value = B("23")},
         {.type = CMD_DELETE, .key = B("gone")},
         {.type = CMD_INIT, .id = 0xfedcba9876543210ULL},
@@ -35,16 +35,17 @@ static void test_roundtrip_every_type(void **state)
          .raft_addr = B("127.0.0.1:2223"),
          .http_addr = B("")},
         {.type = CMD_MEMBER_DEL, .id = UINT64_MAX},
+        {.type = CMD_NOOP},
     };
     uint8_t buf[256];
-    long len = command_encode(in, 5, buf, sizeof buf);
+    long len = command_encode(in, 6, buf, sizeof buf);
     assert_true(len > 0);
     assert_int_equal(len % 8, 0);
-    assert_int_equal((size_t)len, command_encoded_size(in, 5));
+    assert_int_equal((size_t)len, command_encoded_size(in, 6));
 
     struct command_iter it;
     struct command c;
-    assert_int_equal(command_iter_init(&it, buf, (size_t)len), 5);
+    assert_int_equal(command_iter_init(&it, buf, (size_t)len), 6);
     assert_int_equal(command_iter_next(&it, &c), 1);
     assert_int_equal(c.type, CMD_PUT);
     assert_true(bytes_eq(c.key, "x") && bytes_eq(c.value, "23"));
@@ -61,8 +62,10 @@ static void test_roundtrip_every_type(void **state)
     assert_int_equal(command_iter_next(&it, &c), 1);
     assert_int_equal(c.type, CMD_MEMBER_DEL);
     assert_true(c.id == UINT64_MAX);
+    assert_int_equal(command_iter_next(&it, &c), 1);
+    assert_int_equal(c.type, CMD_NOOP);
     assert_int_equal(command_iter_next(&it, &c), 0);
-    assert_int_equal(command_validate(buf, (size_t)len), 5);
+    assert_int_equal(command_validate(buf, (size_t)len), 6);
 }
 
 /* Every entry is padded to a multiple of 8 (libraft 0.15 needs it), for
