@@ -321,9 +321,8 @@ int api_consistency(struct http_req *req, bool def_linearizable,
 
 void api_read_headers(struct api *a, struct http_req *req, bool linearizable)
 {
-    char index[24];
-    snprintf(index, sizeof index, "%llu",
-             (unsigned long long)node_applied_index(a->node));
+    char index[TEXT_U64_SIZE];
+    text_u64(node_applied_index(a->node), index);
     http_add_header(req, "X-Raftkv-Consistency",
                     linearizable ? "linearizable" : "stale");
     http_add_header(req, "X-Raftkv-Index", index);

@@ -83,6 +83,36 @@ static void reply_compare_failed(struct http_req *req, struct api_op *op,
                             : json_null()));
 }
 
+/* 200 {"create_index", "mod_index", "version", "key", "index"}: what
+ * jansson would print, written directly (every write answers this). */
+static void reply_put(struct http_req *req, const struct fsm_outcome *o,
+                      const void *key, size_t klen, uint64_t index)
+{
+    char small[512], *buf = small, *p;
+    size_t cap = 5 * TEXT_U64_SIZE + 64 + text_json_quote_size(klen);
+
+    if (!text_utf8_valid(key, klen))
+        klen = 0; /* as key_json: such a key cannot be sent as a string */
+    if (cap > sizeof small && (buf = malloc(cap)) == NULL) {
+        http_reply_error(req, 503, "out of memory");
+        return;
+    }
+    p = stpcpy(buf, "{\"create_index\":");
+    p += text_u64(o->create_index, p);
+    p = stpcpy(p, ",\"mod_index\":");
+    p += text_u64(o->mod_index, p);
+    p = stpcpy(p, ",\"version\":");
+    p += text_u64(o->version, p);
+    p = stpcpy(p, ",\"key\":");
+    p += text_json_quote(key, klen, p);
+    p = stpcpy(p, ",\"index\":");
+    p += text_u64(index, p);
+    p = stpcpy(p, "}");
+    http_reply_json(req, 200, buf, (size_t)(p - buf));
+    if (buf != small)
+        free(buf);
+}
+
 static void put_applied(struct api_op *op, struct http_req *req,
                         const struct fsm_result *res)
 {
@@ -91,11 +121,7 @@ static void put_applied(struct api_op *op, struct http_req *req,
         reply_compare_failed(req, op, o);
         return;
     }
-    json_t *doc = meta_json(o->create_index, o->mod_index, o->version);
-    json_object_set_new(doc, "key",
-                        key_json(op->cmds[0].key.base, op->cmds[0].key.len));
-    json_object_set_new(doc, "index", json_integer((json_int_t)res->index));
-    api_reply_json(req, 200, doc);
+    reply_put(req, o, op->cmds[0].key.base, op->cmds[0].key.len, res->index);
 }
 
 static void delete_applied(struct api_op *op, struct http_req *req,
@@ -123,11 +149,11 @@ static void item_serve(struct api *a, struct http_req *req, bool lin)
     long klen;
     struct store_txn t;
     struct store_record rec;
-    char num[24];
+    char num[TEXT_U64_SIZE], small[256];
     int rv;
 
     http_path(req, &plen);
-    key = malloc(plen + 1);
+    key = plen < sizeof small ? small : malloc(plen + 1);
     if (key == NULL) {
         http_reply_error(req, 503, "out of memory");
         return;
@@ -171,18 +197,19 @@ static void item_serve(struct api *a, struct http_req *req, bool lin)
         api_reply_json(req, 200, doc);
         goto out;
     }
-    snprintf(num, sizeof num, "%llu", (unsigned long long)rec.create_index);
+    text_u64(rec.create_index, num);
     http_add_header(req, "X-Raftkv-Create-Index", num);
-    snprintf(num, sizeof num, "%llu", (unsigned long long)rec.mod_index);
+    text_u64(rec.mod_index, num);
     http_add_header(req, "X-Raftkv-Mod-Index", num);
-    snprintf(num, sizeof num, "%llu", (unsigned long long)rec.version);
+    text_u64(rec.version, num);
     http_add_header(req, "X-Raftkv-Version", num);
     /* The body is copied out of the map before the transaction ends. */
     http_reply(req, 200, "application/octet-stream", rec.value,
                rec.value_len);
     store_txn_abort(&t);
 out:
-    free(key);
+    if (key != small)
+        free(key);
 }
 
 static void item_serve_stale(struct api *a, struct http_req *req)
@@ -218,13 +245,17 @@ void api_kv_item(struct api *a, struct http_req *req)
         }
         if (api_consistency(req, true, &lin) != 0)
             return;
-        char *key = malloc(http_path(req, &plen) ? plen + 1 : 1);
+        char small[256];
+        char *key = http_path(req, &plen) && plen >= sizeof small
+                        ? malloc(plen + 1)
+                        : small;
         if (key == NULL) {
             http_reply_error(req, 503, "out of memory");
             return;
         }
         klen = path_key(a, req, key);
-        free(key);
+        if (key != small)
+            free(key);
         if (klen < 0)
             return;
         api_read(a, req, lin,

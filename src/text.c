@@ -1,4 +1,4 @@
-/* text.c - base64 and UTF-8 checks; see text.h. */
+/* text.c - base64, UTF-8 checks, JSON strings and decimals; see text.h. */
 #include "text.h"
 
 #include <stdint.h>
@@ -111,4 +111,68 @@ bool text_utf8_valid(const void *s, size_t len)
             return false;
     }
     return true;
+}
+
+size_t text_u64(uint64_t v, char *out)
+{
+    char tmp[TEXT_U64_SIZE];
+    size_t n = 0, len;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    len = n;
+    for (size_t i = 0; i < len; i++)
+        out[i] = tmp[--n];
+    out[len] = '\0';
+    return len;
+}
+
+size_t text_json_quote(const void *s, size_t len, char *out)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const uint8_t *p = s;
+    size_t o = 0;
+
+    out[o++] = '"';
+    for (size_t i = 0; i < len; i++) {
+        uint8_t c = p[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            out[o++] = (char)c;
+            continue;
+        }
+        out[o++] = '\\';
+        switch (c) {
+        case '"':
+        case '\\':
+            out[o++] = (char)c;
+            break;
+        case '\b':
+            out[o++] = 'b';
+            break;
+        case '\f':
+            out[o++] = 'f';
+            break;
+        case '\n':
+            out[o++] = 'n';
+            break;
+        case '\r':
+            out[o++] = 'r';
+            break;
+        case '\t':
+            out[o++] = 't';
+            break;
+        default:
+            out[o++] = 'u';
+            out[o++] = '0';
+            out[o++] = '0';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+            break;
+        }
+    }
+    out[o++] = '"';
+    out[o] = '\0';
+    return o;
 }
