@@ -16,11 +16,7 @@ struct flight
     struct readindex *ri;
     struct queue link;  /* in ri->flights */
     struct queue reads; /* answered when the entry is applied */
-    uint64_t t0; unsigned nreads;
 };
-#include <time.h>
-static uint64_t nowus(void){struct timespec ts; clock_gettime(CLOCK_MONOTONIC,&ts); return ts.tv_sec*1000000ull+ts.tv_nsec/1000;}
-static uint64_t dbg_sum, dbg_n, dbg_inf, dbg_reads, dbg_flush, dbg_full;
 
 static void idle_cb(uv_idle_t *idle) { (void)idle; }
 
@@ -83,8 +79,6 @@ static void flight_done(struct raft_apply *req, int status, void *result)
     (void)result;
 
     queue_remove(&f->link);
-    dbg_sum += nowus()-f->t0; dbg_n++; dbg_reads += f->nreads;
-    if (dbg_n == 2000) { log_warn("flights: avg %llu us, avg inflight at append %.2f, reads/entry %.1f, flush calls %llu full %llu", (unsigned long long)(dbg_sum/dbg_n), (double)dbg_inf/dbg_n, (double)dbg_reads/dbg_n, (unsigned long long)dbg_flush, (unsigned long long)dbg_full); dbg_sum=dbg_n=dbg_inf=dbg_reads=dbg_flush=dbg_full=0; }
     ri->in_flight--;
     readindex_complete(&f->reads, status);
     free(f);
@@ -108,9 +102,8 @@ void readindex_flush(struct readindex *ri)
         complete(&ri->waiting, NODE_ENOTLEADER);
         return;
     }
-    dbg_flush++;
-    if (ri->in_flight >= READINDEX_DEPTH) { dbg_full++;
-        return; } /* flight_done restarts the idle handle */
+    if (ri->in_flight >= READINDEX_DEPTH)
+        return; /* flight_done restarts the idle handle */
     f = malloc(sizeof *f);
     if (f == NULL)
         goto err_nomem;
@@ -127,8 +120,6 @@ void readindex_flush(struct readindex *ri)
     }
     f->ri = ri;
     queue_init(&f->reads);
-    f->t0 = nowus(); dbg_inf += ri->in_flight; f->nreads = 0;
-    for (struct queue *q = ri->waiting.next; q != &ri->waiting; q = q->next) f->nreads++;
     move_all(&ri->waiting, &f->reads);
     queue_push(&ri->flights, &f->link);
     ri->in_flight++;

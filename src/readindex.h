@@ -45,7 +45,7 @@ struct node_read
 };
 
 /* Read-only entries in flight at most. */
-#define READINDEX_DEPTH 4
+#define READINDEX_DEPTH 16
 
 struct readindex
 {
