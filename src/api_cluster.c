@@ -302,7 +302,7 @@ void api_status(struct api *a, struct http_req *req)
     store_stat(n->store, &st);
     json_t *doc = json_pack(
         "{s:s, s:s, s:s, s:s, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-        "s:o, s:s, s:I, s:I, s:I, s:s}",
+        "s:o, s:s, s:I, s:I, s:I, s:s, s:I}",
         "id", n->cfg->node_id, "raft_addr", n->raft_addr, "http_addr",
         n->http_addr, "role", node_role(n), "term",
         (json_int_t)n->raft->current_term, "leader",
@@ -317,7 +317,8 @@ void api_status(struct api *a, struct http_req *req)
         "cluster_id", cluster, "keys", (json_int_t)st.keys, "db_bytes",
         (json_int_t)st.file_bytes, "uptime_ms",
         (json_int_t)(uv_now(n->loop) - n->started_ms), "version",
-        RAFTKV_VERSION);
+        RAFTKV_VERSION, "election_timeout_ms",
+        (json_int_t)(n->raft_open ? n->raft->election_timeout : 0));
     api_reply_json(req, 200, doc);
 }
 

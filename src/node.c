@@ -123,6 +123,21 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
+/* The election timeout until this node first sees a leader.  After a
+ * restart of the whole cluster nobody leads, and the first election would
+ * wait out the full timeout (1-2 s by default: randomized between one and
+ * two timeouts).  A node that restarts into a working cluster hears its
+ * leader within a heartbeat, and an early pre-vote against a cluster that
+ * has a leader is refused, so a short first timeout costs nothing there.
+ * node_tick sets the configured timeout once a leader is known. */
+static unsigned node_first_election_ms(const struct config *cfg)
+{
+    unsigned ms = cfg->election_timeout_ms / 4;
+    if (ms < 3 * cfg->heartbeat_timeout_ms)
+        ms = 3 * cfg->heartbeat_timeout_ms;
+    return ms < cfg->election_timeout_ms ? ms : cfg->election_timeout_ms;
+}
+
 /* Bring up a new libraft instance: transport, uv I/O, raft. */
 static int raft_open(struct node *n, bool bootstrap)
 {
@@ -168,7 +183,8 @@ static int raft_open(struct node *n, bool bootstrap)
     n->raft->data = n;
     n->fsm.raft = n->raft;
     n->raft_open = true;
-    raft_set_election_timeout(n->raft, cfg->election_timeout_ms);
+    raft_set_election_timeout(n->raft, node_first_election_ms(cfg));
+    n->election_timeout_set = false;
     raft_set_heartbeat_timeout(n->raft, cfg->heartbeat_timeout_ms);
     n->snap_threshold = (unsigned)node_stagger(n, cfg->snapshot_threshold);
     n->snap_trailing = cfg->snapshot_trailing;
@@ -617,6 +633,22 @@ static void node_keep_membership(struct node *n)
     send_join(n, target);
 }
 
+/* Back to the configured election timeout.  libraft 0.15 draws a
+ * follower's randomized timeout only when it becomes a follower (a leader's
+ * heartbeats just restart the timer), so the one drawn from the short first
+ * timeout would stay until the next term: draw it again here, in the same
+ * range libraft uses (one to two timeouts). */
+static void node_set_election_timeout(struct node *n)
+{
+    unsigned t = n->cfg->election_timeout_ms;
+
+    raft_set_election_timeout(n->raft, t);
+    if (n->raft->state == RAFT_FOLLOWER)
+        n->raft->follower_state.randomized_election_timeout =
+            t + (unsigned)((uv_hrtime() / 1000 ^ n->id) % (t + 1));
+    n->election_timeout_set = true;
+}
+
 static void node_tick(uv_timer_t *timer)
 {
     struct node *n = timer->data;
@@ -630,6 +662,8 @@ static void node_tick(uv_timer_t *timer)
         log_info("contacted by a leader: this node is now part of a cluster");
     }
     raft_leader(n->raft, &id, &addr);
+    if (id != 0 && !n->election_timeout_set)
+        node_set_election_timeout(n);
     if (id != n->last_leader) {
         struct node_member m;
         if (id != 0) {

@@ -168,6 +168,7 @@ struct node
 
     uint64_t elections_seen; /* leader changes observed */
     raft_id last_leader;
+    bool election_timeout_set; /* the configured one, after a leader was seen */
     void (*stopped_cb)(struct node *n);
 };
 
