@@ -233,6 +233,8 @@ static bool cmd_eq(const struct dcmd *a, const struct dcmd *b)
                x->cas == y->cas;
     case CMD_DELETE_CAS:
         return bytes_eq(x->key, y->key) && x->cas == y->cas;
+    case CMD_NOOP:
+        return true;
     case CMD_TXN:
         if (x->n_compares != y->n_compares || x->n_success != y->n_success ||
             x->n_failure != y->n_failure)
@@ -648,6 +650,8 @@ static int model_apply(const struct dcmd *d, int n, uint64_t index,
         case CMD_MEMBER_PUT:
         case CMD_MEMBER_DEL:
             break; /* checked against the store after the apply */
+        case CMD_NOOP:
+            break; /* changes nothing */
         }
     }
     return 0;
@@ -839,7 +843,7 @@ static void check_outcomes(const struct fsm_result *res, const struct dcmd *d,
             continue;
         }
         if (type == CMD_INIT || type == CMD_MEMBER_PUT ||
-            type == CMD_MEMBER_DEL) {
+            type == CMD_MEMBER_DEL || type == CMD_NOOP) {
             FUZZ_CHECK(o->status == 0);
             continue;
         }

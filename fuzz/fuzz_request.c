@@ -220,7 +220,7 @@ static void reply_add(struct reply *r, const char *p, size_t n)
  * this line: they are all connected and written before the loop runs, so
  * that their requests arrive in one loop iteration.  That is what makes
  * group commit put several clients' writes into one entry (propose.h),
- * and several reads share one barrier; one connection never does, since
+ * and several reads share one entry; one connection never does, since
  * h2o handles its requests one at a time. */
 #define CONN_SEPARATOR "\n--next-connection--\n"
 #define MAX_CONNS 8
@@ -479,7 +479,7 @@ static void check_node(void)
     if (n->join_active != NULL || n->change_active || !queue_empty(&n->joins))
         fuzz_fail("a membership change is still running after %s %s",
                   S.last_method, S.last_path);
-    if (n->reads.current != NULL || !queue_empty(&n->reads.waiting))
+    if (n->reads.in_flight != 0 || !queue_empty(&n->reads.waiting))
         fuzz_fail("a linearizable read is still waiting after %s %s",
                   S.last_method, S.last_path);
 }
