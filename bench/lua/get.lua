@@ -12,7 +12,6 @@ package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua
 local common = require("common")
 
 local target, nkeys, stale = "raftkv", 1, false
-local hdr_json = {["Content-Type"] = "application/json"}
 local query = "?consistency=linearizable"
 
 function init(argv)
@@ -27,11 +26,11 @@ end
 function request()
   local key = common.read_key(math.random(0, nkeys - 1))
   if target == "etcd" then
-    return wrk.format("POST", "/v3/kv/range", hdr_json,
+    return common.request("POST", "/v3/kv/range", common.JSON,
       '{"key":"' .. common.b64(key) .. '"' ..
       (stale and ',"serializable":true}' or '}'))
   end
-  return wrk.format("GET", "/v1/kv/" .. key .. query)
+  return common.request("GET", "/v1/kv/" .. key .. query)
 end
 
 function done(summary, latency, requests)

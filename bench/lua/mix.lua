@@ -11,8 +11,6 @@ package.path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "?.lua
 local common = require("common")
 
 local target, nkeys, writes, nextvalue = "raftkv", 1, 10, nil
-local hdr_raw = {["Content-Type"] = "application/octet-stream"}
-local hdr_json = {["Content-Type"] = "application/json"}
 
 function init(argv)
   local a = common.args(argv)
@@ -30,16 +28,16 @@ function request()
   if write then value, value64 = nextvalue() end
   if target == "etcd" then
     if write then
-      return wrk.format("POST", "/v3/kv/put", hdr_json,
+      return common.request("POST", "/v3/kv/put", common.JSON,
         '{"key":"' .. common.b64(key) .. '","value":"' .. value64 .. '"}')
     end
-    return wrk.format("POST", "/v3/kv/range", hdr_json,
+    return common.request("POST", "/v3/kv/range", common.JSON,
       '{"key":"' .. common.b64(key) .. '"}')
   end
   if write then
-    return wrk.format("PUT", "/v1/kv/" .. key, hdr_raw, value)
+    return common.request("PUT", "/v1/kv/" .. key, common.RAW, value)
   end
-  return wrk.format("GET", "/v1/kv/" .. key)
+  return common.request("GET", "/v1/kv/" .. key)
 end
 
 function done(summary, latency, requests)

@@ -17,8 +17,6 @@ function setup(thread)
 end
 
 local target, prefix, nextvalue, n = "raftkv", "w", nil, 0
-local hdr_raw = {["Content-Type"] = "application/octet-stream"}
-local hdr_json = {["Content-Type"] = "application/json"}
 
 function init(argv)
   local a = common.args(argv)
@@ -33,10 +31,10 @@ function request()
   local key = prefix .. n
   local value, value64 = nextvalue()
   if target == "etcd" then
-    return wrk.format("POST", "/v3/kv/put", hdr_json,
+    return common.request("POST", "/v3/kv/put", common.JSON,
       '{"key":"' .. common.b64(key) .. '","value":"' .. value64 .. '"}')
   end
-  return wrk.format("PUT", "/v1/kv/" .. key, hdr_raw, value)
+  return common.request("PUT", "/v1/kv/" .. key, common.RAW, value)
 end
 
 function done(summary, latency, requests)
