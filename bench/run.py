@@ -563,6 +563,7 @@ class Runner:
     def measure_wrk(self, url, script, conns, warmup, seconds, server_cpu, metrics=None, **args):
         """Warm-up run, then the measured run; figures of the measured run only."""
         run = next(self.seq)
+        settle()
         if warmup > 0:
             self.wrk(url, script, conns, warmup, prefix="b%dw-" % run, seed=run * 2, **args)
         m0 = metrics() if metrics else None
@@ -605,6 +606,7 @@ class Runner:
             row = dict(zip(rows[0], rows[1]))
             return row, wall
         n0 = max(conns * 4, int(200 if size >= MiB else 2000))
+        settle()
         row, wall = once(n0)
         rate = float(row["rps"]) or 1.0
         while warmup > 0 and wall < warmup * 0.5 and n0 < 10_000_000:
@@ -1211,6 +1213,16 @@ def busy_fraction(seconds=1.0):
     time.sleep(seconds)
     t1, i1 = snap()
     return 100.0 * (1 - (i1 - i0) / max(1, t1 - t0))
+
+
+def settle(quiet_pct=15.0, max_wait=15.0):
+    """Wait (at most `max_wait` s) until the machine is quiet before a
+    measurement.  The systems take turns on the same 2 cores, and one's
+    background work (Redis rewriting its AOF, etcd compacting, a snapshot)
+    would otherwise land in the next one's figures."""
+    end = time.monotonic() + max_wait
+    while time.monotonic() < end and busy_fraction(0.25) >= quiet_pct:
+        pass
 
 
 def find_tools(compare):
