@@ -33,7 +33,7 @@ static const struct flag flags[] = {
     {"max-value-size", F_SIZE, "BYTES  largest value accepted (default 1048576)"},
     {"max-body-size", F_SIZE, "BYTES  largest request body accepted (default 1572864)"},
     {"snapshot-threshold", F_COUNT, "N  log entries between snapshots (default 8192; sooner after 24 MiB)"},
-    {"segment-size", F_SIZE, "BYTES  Raft log segment file size (default 33554432)"},
+    {"segment-size", F_SIZE, "BYTES  Raft log segment file size (default 8388608)"},
     {"snapshot-trailing", F_COUNT, "N  log entries kept after a snapshot (default 2048; at most ~8 MiB)"},
     {"election-timeout", F_MS, "MS  Raft election timeout (default 1000)"},
     {"heartbeat-timeout", F_MS, "MS  Raft heartbeat interval (default 100)"},
@@ -137,7 +137,7 @@ static void defaults(struct config *c)
     c->max_body_size = 3 << 19; /* 1.5 MiB: a 1 MiB value with JSON room */
     c->snapshot_threshold = 8192;
     c->snapshot_trailing = 2048;
-    c->segment_size = (size_t)32 << 20;
+    c->segment_size = (size_t)8 << 20;
     c->election_timeout_ms = 1000;
     c->heartbeat_timeout_ms = 100;
 }

@@ -166,11 +166,12 @@ static int raft_open(struct node *n, bool bootstrap)
     ri->io_ready = true;
     /* A corrupt segment must stop the node, not be renamed away silently. */
     raft_uv_set_auto_recovery(&ri->io, false);
-    /* Finishing a segment (truncate, fsync, rename) and preparing the next
-     * stalled every node at once for 30-60 ms; with libraft's default 8 MiB
-     * that came every ~2 s under load.  Measured, 3 nodes, 64 conns of
-     * 100-byte writes, 10 s: p99 12-18 ms with 8 MiB, 5-7 ms with 32 MiB,
-     * same throughput.  Costs disk: libraft preallocates three of them. */
+    /* libraft preallocates three segments.  32 MiB ones (the default until
+     * aiodestroy.c) only hid the loop stall of closing a segment by closing
+     * them less often; without the stall, 8 MiB ones measured the same
+     * (3 nodes, 64 conns of 100-byte writes, 8 s: p99 4.5-5.2 ms with either;
+     * 16 conns of 1 MiB values: 53-58 vs 60-61 writes/s) and a fresh node
+     * preallocates 24 MiB instead of 96. */
     raft_uv_set_segment_size(&ri->io, cfg->segment_size);
     /* libraft retries a lost outgoing connection after 1 s by default, and a
      * restarted follower hears nothing from the leader until then: /ready

@@ -5,8 +5,8 @@ import random
 
 from harness import MiB, Writer, dir_listing, dir_size, wait_until
 
-# libraft's own 8 MiB segments (raftkv's default is 32 MiB), so that the
-# bounds below measure the log, not preallocated files.
+# 8 MiB segments (raftkv's default, given here so that the bounds below keep
+# measuring the log, not preallocated files, if the default changes).
 SEGMENT = 8 * MiB  # a fresh raft dir preallocates three
 SNAP_ARGS = ["--snapshot-threshold", "64", "--snapshot-trailing", "32",
              "--segment-size", str(SEGMENT)]
