@@ -401,6 +401,8 @@ static const struct route routes[] = {
      METRICS_ROUTE_LEADER, api_cluster_leader},
     {"/v1/status", false, {"GET", "HEAD"}, "GET, HEAD", METRICS_ROUTE_STATUS,
      api_status},
+    {"/v1/internal/confirm", false, {"GET"}, "GET", METRICS_ROUTE_CONFIRM,
+     api_internal_confirm},
     {"/health", false, {"GET", "HEAD"}, "GET, HEAD", METRICS_ROUTE_HEALTH,
      api_health},
     {"/ready", false, {"GET", "HEAD"}, "GET, HEAD", METRICS_ROUTE_HEALTH,

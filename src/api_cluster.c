@@ -7,6 +7,7 @@
 
 #include "api_internal.h"
 #include "log.h"
+#include "text.h"
 
 #ifndef RAFTKV_VERSION
 #define RAFTKV_VERSION "0.0.0"
@@ -295,14 +296,16 @@ void api_status(struct api *a, struct http_req *req)
     char cluster[17] = "";
     raft_id leader_id;
     json_t *members = members_json(a, &leader_id);
+    char raft_id_text[TEXT_U64_SIZE];
 
+    text_u64(n->id, raft_id_text); /* a string: JSON numbers lose u64 bits */
     if (n->fsm.cluster_id != 0)
         snprintf(cluster, sizeof cluster, "%016llx",
                  (unsigned long long)n->fsm.cluster_id);
     store_stat(n->store, &st);
     json_t *doc = json_pack(
         "{s:s, s:s, s:s, s:s, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-        "s:o, s:s, s:I, s:I, s:I, s:s, s:I}",
+        "s:o, s:s, s:I, s:I, s:I, s:s, s:I, s:s}",
         "id", n->cfg->node_id, "raft_addr", n->raft_addr, "http_addr",
         n->http_addr, "role", node_role(n), "term",
         (json_int_t)n->raft->current_term, "leader",
@@ -318,8 +321,55 @@ void api_status(struct api *a, struct http_req *req)
         (json_int_t)st.file_bytes, "uptime_ms",
         (json_int_t)(uv_now(n->loop) - n->started_ms), "version",
         RAFTKV_VERSION, "election_timeout_ms",
-        (json_int_t)(n->raft_open ? n->raft->election_timeout : 0));
+        (json_int_t)(n->raft_open ? n->raft->election_timeout : 0),
+        "raft_id", raft_id_text);
     api_reply_json(req, 200, doc);
+}
+
+/* A decimal u64 query parameter; false when absent or malformed. */
+static bool query_u64(struct http_req *req, const char *name, uint64_t *out)
+{
+    char *v, *end;
+    size_t len;
+
+    if (http_query_param(req, name, &v, &len) != 0 || len == 0 || len > 20 ||
+        v[0] < '0' || v[0] > '9')
+        return false;
+    errno = 0;
+    *out = strtoull(v, &end, 10);
+    return errno == 0 && *end == '\0';
+}
+
+/* GET /v1/internal/confirm?term=T&leader=ID
+ *   -> 200 {"term": T} when this node follows leader ID (a raft id, in
+ *      decimal) in term T;
+ *   -> 409 {"error": "...", "term": CURRENT} when it does not.
+ * The question a leader asks every voter before it answers linearizable
+ * reads (confirm.h).  Answered at once, from memory, changing nothing. */
+void api_internal_confirm(struct api *a, struct http_req *req)
+{
+    struct node *n = a->node;
+    uint64_t term, leader, current;
+    char body[64], digits[TEXT_U64_SIZE];
+    size_t len;
+
+    if (!query_u64(req, "term", &term) || !query_u64(req, "leader", &leader)) {
+        http_reply_error(req, 400, "term and leader must be decimal numbers");
+        return;
+    }
+    current = n->raft_open ? n->raft->current_term : 0;
+    len = text_u64(current, digits);
+    if (node_follows(n, term, leader)) {
+        memcpy(body, "{\"term\":", 8);
+        memcpy(body + 8, digits, len);
+        body[8 + len] = '}';
+        http_reply_json(req, 200, body, 9 + len);
+        return;
+    }
+    api_reply_json(req, 409,
+                   json_pack("{s:s, s:I}", "error",
+                             "not a follower of that leader in that term",
+                             "term", (json_int_t)current));
 }
 
 /* GET /health   -> 200 {"status": "ok"} while the process serves. */
@@ -381,6 +431,9 @@ void api_metrics(struct api *a, struct http_req *req)
     sync_counter(a, METRICS_SNAPSHOTS_TAKEN, n->fsm.snapshots_taken);
     sync_counter(a, METRICS_SNAPSHOTS_RESTORED, n->fsm.snapshots_restored);
     sync_counter(a, METRICS_BARRIERS, n->reads.entries);
+    sync_counter(a, METRICS_READ_ROUNDS, n->reads.rounds_started);
+    sync_counter(a, METRICS_READ_ROUNDS_FAILED, n->reads.rounds_failed);
+    sync_counter(a, METRICS_READ_QUESTIONS, n->reads.confirm.requests);
     sync_counter(a, METRICS_ENTRIES_PROPOSED, n->propose.entries);
     sync_counter(a, METRICS_COMMANDS_PROPOSED, n->propose.commands);
     store_stat(n->store, &st);

@@ -121,6 +121,7 @@ void api_cluster_members(struct api *a, struct http_req *req);
 void api_cluster_member(struct api *a, struct http_req *req);
 void api_cluster_leader(struct api *a, struct http_req *req);
 void api_status(struct api *a, struct http_req *req);
+void api_internal_confirm(struct api *a, struct http_req *req);
 void api_health(struct api *a, struct http_req *req);
 void api_ready(struct api *a, struct http_req *req);
 void api_metrics(struct api *a, struct http_req *req);

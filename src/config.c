@@ -11,7 +11,7 @@
 #include <string.h>
 
 enum flag_kind { F_NAME, F_PORT, F_HOSTPORT, F_PATH, F_LEVEL, F_SIZE, F_COUNT,
-                 F_MS, F_BOOL };
+                 F_MS, F_BOOL, F_READ };
 
 struct flag
 {
@@ -37,6 +37,7 @@ static const struct flag flags[] = {
     {"snapshot-trailing", F_COUNT, "N  log entries kept after a snapshot (default 2048; at most ~8 MiB)"},
     {"election-timeout", F_MS, "MS  Raft election timeout (default 1000)"},
     {"heartbeat-timeout", F_MS, "MS  Raft heartbeat interval (default 100)"},
+    {"read-confirm", F_READ, "HOW  how a leader proves it leads before a linearizable read: 'voters' asks them over HTTP (default), 'log' appends an entry"},
     {"help", F_BOOL, "      print this help and exit"},
     {"version", F_BOOL, "      print the version and exit"},
 };
@@ -140,6 +141,7 @@ static void defaults(struct config *c)
     c->segment_size = (size_t)8 << 20;
     c->election_timeout_ms = 1000;
     c->heartbeat_timeout_ms = 100;
+    c->read_confirm_log = false;
 }
 
 static int set_flag(struct config *c, const struct flag *f, const char *v,
@@ -235,6 +237,15 @@ static int set_flag(struct config *c, const struct flag *f, const char *v,
             c->election_timeout_ms = (unsigned)n;
         else
             c->heartbeat_timeout_ms = (unsigned)n;
+        return 0;
+    case F_READ:
+        if (strcmp(v, "voters") == 0)
+            c->read_confirm_log = false;
+        else if (strcmp(v, "log") == 0)
+            c->read_confirm_log = true;
+        else
+            return fail(err, errlen, "--%s: '%s' is not 'voters' or 'log'",
+                        f->name, v);
         return 0;
     case F_BOOL:
         if (strcmp(f->name, "help") == 0)

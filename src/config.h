@@ -36,6 +36,7 @@ struct config
     size_t segment_size; /* libraft's log segment files */
     unsigned election_timeout_ms;
     unsigned heartbeat_timeout_ms;
+    bool read_confirm_log; /* linearizable reads by log entry only */
     bool help;
     bool version;
 };

@@ -29,6 +29,7 @@ static const char *const metrics_route_names[] = {
     [METRICS_ROUTE_KV] = "kv",           [METRICS_ROUTE_KV_LIST] = "kv_list",
     [METRICS_ROUTE_TXN] = "txn",         [METRICS_ROUTE_MEMBERS] = "members",
     [METRICS_ROUTE_LEADER] = "leader",   [METRICS_ROUTE_STATUS] = "status",
+    [METRICS_ROUTE_CONFIRM] = "confirm",
     [METRICS_ROUTE_HEALTH] = "health",   [METRICS_ROUTE_METRICS] = "metrics",
     [METRICS_ROUTE_OTHER] = "other",
 };
@@ -95,6 +96,14 @@ static const struct metrics_family metrics_counter_families[] = {
     [METRICS_COMMANDS_PROPOSED] = {"raftkv_commands_proposed_total",
                                    "Client commands proposed; several share "
                                    "an entry under load."},
+    [METRICS_READ_ROUNDS] = {"raftkv_read_rounds_total",
+                             "Rounds of questions to the voters started "
+                             "to confirm leadership for linearizable reads."},
+    [METRICS_READ_ROUNDS_FAILED] = {"raftkv_read_rounds_failed_total",
+                                    "Read rounds refused or timed out; their "
+                                    "reads waited for a log entry."},
+    [METRICS_READ_QUESTIONS] = {"raftkv_read_questions_total",
+                                "Leadership questions sent to other voters."},
 };
 _Static_assert(sizeof metrics_counter_families /
                        sizeof metrics_counter_families[0] ==

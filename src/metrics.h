@@ -24,6 +24,7 @@ enum metrics_route {
     METRICS_ROUTE_MEMBERS,     /* /v1/cluster/members[/{id}] */
     METRICS_ROUTE_LEADER,      /* /v1/cluster/leader */
     METRICS_ROUTE_STATUS,      /* /v1/status */
+    METRICS_ROUTE_CONFIRM,     /* /v1/internal/confirm */
     METRICS_ROUTE_HEALTH,      /* /health, /ready */
     METRICS_ROUTE_METRICS,     /* /metrics */
     METRICS_ROUTE_OTHER,       /* anything else (404s) */
@@ -44,6 +45,9 @@ enum metrics_counter {
     METRICS_WRITES_FAILED,      /* proposals that failed (leadership lost) */
     METRICS_ENTRIES_PROPOSED,   /* Raft entries carrying client commands */
     METRICS_COMMANDS_PROPOSED,  /* commands in them (group commit ratio) */
+    METRICS_READ_ROUNDS,        /* leadership rounds for reads (confirm.h) */
+    METRICS_READ_ROUNDS_FAILED, /* rounds that fell back to log entries */
+    METRICS_READ_QUESTIONS,     /* questions sent to voters */
     METRICS_COUNTER_COUNT
 };
 

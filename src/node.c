@@ -387,6 +387,19 @@ bool node_is_leader(struct node *n)
     return n->raft_open && raft_state(n->raft) == RAFT_LEADER;
 }
 
+bool node_follows(struct node *n, uint64_t term, raft_id leader)
+{
+    raft_id id = 0;
+    const char *addr = NULL;
+
+    if (!n->raft_open || n->phase == NODE_STOPPING ||
+        raft_state(n->raft) != RAFT_FOLLOWER ||
+        n->raft->current_term != term)
+        return false;
+    raft_leader(n->raft, &id, &addr);
+    return id != 0 && id == leader;
+}
+
 static void copy_field(char *dst, size_t cap, const char *src, size_t len)
 {
     if (len >= cap)
@@ -770,7 +783,8 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
     n->started_ms = uv_now(loop);
     queue_init(&n->waiters);
     queue_init(&n->joins);
-    readindex_init(&n->reads, n, loop);
+    readindex_init(&n->reads, n, loop, cfg->heartbeat_timeout_ms,
+                   !cfg->read_confirm_log);
     propose_init(&n->propose, n, loop);
     snprintf(n->raft_addr, sizeof n->raft_addr, "%s", raft_addr);
     snprintf(n->http_addr, sizeof n->http_addr, "%s", http_addr);

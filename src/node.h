@@ -204,6 +204,10 @@ int node_apply(struct node *n, struct node_apply_req *req,
 
 bool node_is_leader(struct node *n);
 
+/* Is this node a follower of @leader in @term right now?  A yes means it
+ * has not voted in any later term (confirm.h). */
+bool node_follows(struct node *n, uint64_t term, raft_id leader);
+
 /* Highest log index this node has applied: Raft's count (which includes
  * configuration changes and barriers) or the store's (which may be ahead
  * right after a restart), whichever is higher. */

@@ -12,6 +12,8 @@ struct proposal
     struct raft_apply raft; /* first: libraft hands it back */
     struct queue reqs;
     struct queue reads; /* linearizable reads riding on it (readindex.h) */
+    struct propose *p;
+    uint64_t term; /* the leader's term when appended */
     bool done;
 };
 
@@ -83,6 +85,8 @@ static void applied(struct raft_apply *raft_req, int status, void *result)
         rv = NODE_EIO;
         break;
     }
+    if (status == 0)
+        readindex_term_applied(&prop->p->node->reads, prop->term);
     complete(&prop->reqs, rv, rv == 0 ? result : NULL);
     readindex_complete(&prop->reads, status);
     free(prop);
@@ -114,9 +118,11 @@ void propose_flush(struct propose *p)
         queue_push(&prop->reqs, q);
     }
     command_batch_finish(&p->batch, &buf.base, &buf.len);
+    prop->p = p;
     if (!node_is_leader(n)) {
         rv = RAFT_NOTLEADER;
     } else {
+        prop->term = n->raft->current_term;
         rv = raft_apply(n->raft, &prop->raft, &buf, 1, applied);
     }
     if (rv != 0) {

@@ -1,5 +1,5 @@
-/* readindex.c - linearizable reads confirmed by the next appended entry;
- * see readindex.h. */
+/* readindex.c - linearizable reads, confirmed by a round of questions to
+ * the voters or by the next appended entry; see readindex.h. */
 #include "readindex.h"
 
 #include <stdlib.h>
@@ -14,13 +14,34 @@ struct flight
 {
     struct raft_apply req; /* first: libraft hands it back */
     struct readindex *ri;
+    uint64_t term;      /* the leader's term when appended */
     struct queue link;  /* in ri->flights */
     struct queue reads; /* answered when the entry is applied */
 };
 
+/* A round of questions to the voters (confirm.h) for the reads that were
+ * waiting when it started. */
+struct round
+{
+    struct confirm_round confirm;
+    struct readindex *ri;
+    uint64_t commit;    /* the read index: commit index at the start */
+    struct queue link;  /* in ri->rounds, then ri->ready */
+    struct queue reads;
+};
+
+/* After a round that failed, reads take the log way for this long: a voter
+ * that says no is usually about to start an election, and one that cannot
+ * be reached is better left to the reconnect pause. */
+#define ROUNDS_PAUSE_MS 1000
+
+/* Voters a round can ask. */
+#define NODE_ROUND_PEERS_MAX 64
+
 static void idle_cb(uv_idle_t *idle) { (void)idle; }
 
-void readindex_init(struct readindex *ri, struct node *node, uv_loop_t *loop)
+void readindex_init(struct readindex *ri, struct node *node, uv_loop_t *loop,
+                    unsigned round_timeout_ms, bool rounds)
 {
     ri->node = node;
     queue_init(&ri->waiting);
@@ -30,6 +51,14 @@ void readindex_init(struct readindex *ri, struct node *node, uv_loop_t *loop)
     uv_idle_init(loop, &ri->idle);
     ri->idle.data = ri;
     ri->closed = false;
+    confirm_init(&ri->confirm, loop, node->id, round_timeout_ms);
+    queue_init(&ri->rounds);
+    queue_init(&ri->ready);
+    ri->rounds_in_flight = 0;
+    ri->own_term = 0;
+    ri->rounds_off_until_ms = 0;
+    ri->rounds_disabled = !rounds;
+    ri->rounds_started = ri->rounds_failed = 0;
 }
 
 static void complete(struct queue *reads, int status)
@@ -67,9 +96,25 @@ static void move_all(struct queue *from, struct queue *to)
     }
 }
 
+/* May the reads waiting now go by round? */
+static bool rounds_usable(struct readindex *ri)
+{
+    struct raft *r = ri->node->raft;
+    return !ri->rounds_disabled && ri->own_term == r->current_term &&
+           uv_now(ri->node->loop) >= ri->rounds_off_until_ms;
+}
+
 void readindex_attach(struct readindex *ri, struct queue *reads)
 {
-    move_all(&ri->waiting, reads);
+    if (!rounds_usable(ri))
+        move_all(&ri->waiting, reads);
+}
+
+void readindex_term_applied(struct readindex *ri, uint64_t term)
+{
+    struct node *n = ri->node;
+    if (node_is_leader(n) && n->raft->current_term == term)
+        ri->own_term = term;
 }
 
 static void flight_done(struct raft_apply *req, int status, void *result)
@@ -80,11 +125,135 @@ static void flight_done(struct raft_apply *req, int status, void *result)
 
     queue_remove(&f->link);
     ri->in_flight--;
+    if (status == 0)
+        readindex_term_applied(ri, f->term);
     readindex_complete(&f->reads, status);
     free(f);
     /* Room for another entry: have the check phase run soon. */
     if (!queue_empty(&ri->waiting) && !ri->closed)
         uv_idle_start(&ri->idle, idle_cb);
+}
+
+/* Answer the reads of every confirmed round whose read index the store
+ * has reached.  Rounds become ready in order of their commit index. */
+static void serve_ready(struct readindex *ri)
+{
+    uint64_t applied;
+
+    if (queue_empty(&ri->ready))
+        return;
+    applied = node_applied_index(ri->node);
+    while (!queue_empty(&ri->ready)) {
+        struct round *rd = queue_data(ri->ready.next, struct round, link);
+        if (rd->commit > applied)
+            break;
+        queue_remove(&rd->link);
+        complete(&rd->reads, 0);
+        free(rd);
+    }
+}
+
+static void round_done(struct confirm_round *cr, int result)
+{
+    struct round *rd = cr->data;
+    struct readindex *ri = rd->ri;
+    struct node *n = ri->node;
+
+    queue_remove(&rd->link);
+    ri->rounds_in_flight--;
+    switch (result) {
+    case CONFIRM_OK:
+        if (!node_is_leader(n) || n->raft->current_term != cr->term) {
+            /* Confirmed, but this node has moved on since: the reads would
+             * still be correct, yet its store may never reach the commit
+             * index it had as leader if the log was truncated below it. */
+            complete(&rd->reads, NODE_ELEADERSHIPLOST);
+            free(rd);
+            break;
+        }
+        queue_push(&ri->ready, &rd->link);
+        serve_ready(ri);
+        break;
+    case CONFIRM_CANCELLED:
+        complete(&rd->reads, NODE_ESHUTDOWN);
+        free(rd);
+        break;
+    default:
+        /* No proof either way: the reads go the log way, which always
+         * settles.  They are older than anything waiting, so go first. */
+        ri->rounds_failed++;
+        if (uv_now(n->loop) >= ri->rounds_off_until_ms) /* once per pause */
+            log_info("leadership round %s; linearizable reads use log "
+                     "entries for %d ms",
+                     result == CONFIRM_TIMEOUT ? "timed out" : "refused",
+                     ROUNDS_PAUSE_MS);
+        ri->rounds_off_until_ms = uv_now(n->loop) + ROUNDS_PAUSE_MS;
+        while (!queue_empty(&rd->reads)) {
+            struct queue *q = rd->reads.prev;
+            queue_remove(q);
+            q->next = ri->waiting.next;
+            q->prev = &ri->waiting;
+            ri->waiting.next->prev = q;
+            ri->waiting.next = q;
+        }
+        free(rd);
+        break;
+    }
+    if (!queue_empty(&ri->waiting) && !ri->closed)
+        uv_idle_start(&ri->idle, idle_cb);
+}
+
+/* Start a round for every read waiting.  Returns 0, or -1 when rounds
+ * cannot be used now (the reads stay waiting). */
+static int start_round(struct readindex *ri)
+{
+    struct node *n = ri->node;
+    struct node_member members[NODE_ROUND_PEERS_MAX];
+    struct confirm_peer peers[NODE_ROUND_PEERS_MAX];
+    unsigned count, voters = 0, n_peers = 0;
+    bool self_votes = false;
+    struct round *rd;
+    int rv;
+
+    count = node_members(n, members, NODE_ROUND_PEERS_MAX);
+    if (count > NODE_ROUND_PEERS_MAX)
+        return -1;
+    for (unsigned i = 0; i < count; i++) {
+        if (members[i].role != RAFT_VOTER)
+            continue;
+        voters++;
+        if (members[i].id == n->id) {
+            self_votes = true;
+            continue;
+        }
+        peers[n_peers].id = members[i].id;
+        peers[n_peers].http_addr = members[i].http_addr;
+        n_peers++;
+    }
+    if (!self_votes)
+        return -1;
+    rd = malloc(sizeof *rd);
+    if (rd == NULL)
+        return -1;
+    rd->ri = ri;
+    rd->commit = n->raft->commit_index;
+    queue_init(&rd->reads);
+    rv = confirm_start(&ri->confirm, &rd->confirm, n->raft->current_term,
+                       peers, n_peers, voters / 2, round_done, rd);
+    if (rv < 0) {
+        free(rd);
+        return -1;
+    }
+    move_all(&ri->waiting, &rd->reads);
+    ri->rounds_started++;
+    if (rv == 1) { /* the only voter: nobody else can lead */
+        queue_push(&ri->ready, &rd->link);
+        serve_ready(ri);
+        return 0;
+    }
+    queue_push(&ri->rounds, &rd->link);
+    ri->rounds_in_flight++;
+    return 0;
 }
 
 void readindex_flush(struct readindex *ri)
@@ -96,11 +265,21 @@ void readindex_flush(struct readindex *ri)
     int rv;
 
     uv_idle_stop(&ri->idle);
+    serve_ready(ri);
     if (queue_empty(&ri->waiting) || ri->closed)
         return;
     if (!node_is_leader(n)) {
         complete(&ri->waiting, NODE_ENOTLEADER);
         return;
+    }
+    if (rounds_usable(ri)) {
+        if (ri->rounds_in_flight >= READINDEX_ROUNDS)
+            return; /* round_done restarts the idle handle */
+        if (start_round(ri) == 0)
+            return;
+        /* Not enough voters reachable: the log way, and no new round for a
+         * while. */
+        ri->rounds_off_until_ms = uv_now(n->loop) + ROUNDS_PAUSE_MS;
     }
     if (ri->in_flight >= READINDEX_DEPTH)
         return; /* flight_done restarts the idle handle */
@@ -119,6 +298,7 @@ void readindex_flush(struct readindex *ri)
         return;
     }
     f->ri = ri;
+    f->term = n->raft->current_term;
     queue_init(&f->reads);
     move_all(&ri->waiting, &f->reads);
     queue_push(&ri->flights, &f->link);
@@ -151,12 +331,22 @@ void readindex_close(struct readindex *ri)
     if (ri->closed)
         return;
     ri->closed = true;
+    confirm_close(&ri->confirm);
     uv_close((uv_handle_t *)&ri->idle, NULL);
 }
 
 void readindex_fail_all(struct readindex *ri, int status)
 {
     complete(&ri->waiting, status);
+    /* Rounds stay with confirm.c until readindex_close cancels them. */
+    for (struct queue *q = ri->rounds.next; q != &ri->rounds; q = q->next)
+        complete(&queue_data(q, struct round, link)->reads, status);
+    while (!queue_empty(&ri->ready)) {
+        struct round *rd = queue_data(ri->ready.next, struct round, link);
+        queue_remove(&rd->link);
+        complete(&rd->reads, status);
+        free(rd);
+    }
     /* The entries stay with libraft, which still calls back for each. */
     for (struct queue *q = ri->flights.next; q != &ri->flights; q = q->next)
         complete(&queue_data(q, struct flight, link)->reads, status);

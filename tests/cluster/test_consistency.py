@@ -7,8 +7,11 @@ the local store.  SIGSTOP stands in for a partition: a stopped process keeps
 its sockets but answers nothing.
 """
 
+import base64
 import threading
 import time
+
+import pytest
 
 from harness import (HttpClient, assert_json_error, header_int, kv_path, leader_and_followers,
                      paused, put_ok, quote_key, request_once, scaled, v1_get, v1_list, wait_until)
@@ -221,14 +224,17 @@ def metric(node, name):
     raise AssertionError("%s not in %s's /metrics" % (name, node.name))
 
 
-def test_reads_during_writes_see_every_acknowledged_write(cluster):
+@pytest.mark.parametrize("confirm", ["voters", "log"])
+def test_reads_during_writes_see_every_acknowledged_write(cluster, confirm):
     """Three writers count up, each its own key, on the leader; meanwhile three
     readers read those keys, linearizably, from the leader and the followers.
     A read must return at least the last count acknowledged to its writer
-    before the read started (and never a count not yet sent).  Reads ride on
-    the entries of the concurrent writes or, between writes, on no-op
-    entries: both paths are taken, and all reads are served."""
-    nodes = cluster.start_nodes(3)
+    before the read started (and never a count not yet sent).  With
+    --read-confirm voters (the default) the leader confirms reads by rounds of
+    questions to the voters; with --read-confirm log they ride on the entries
+    of the concurrent writes or, between writes, on no-op entries, and no
+    round is asked.  Either way all reads are served."""
+    nodes = cluster.start_nodes(3, args=("--read-confirm", confirm))
     leader, followers = leader_and_followers(cluster)
     writers, readers, rounds = 3, 3, 150
     acked = [0] * writers   # last count acknowledged to writer i
@@ -239,6 +245,7 @@ def test_reads_during_writes_see_every_acknowledged_write(cluster):
     reads = [0] * readers
     noops_before = metric(leader, "raftkv_read_barriers_total")
     lin_before = metric(leader, "raftkv_linearizable_reads_total")
+    rounds_before = metric(leader, "raftkv_read_rounds_total")
 
     def write(i):
         c = HttpClient(leader.http_addr)
@@ -295,7 +302,131 @@ def test_reads_during_writes_see_every_acknowledged_write(cluster):
     assert acked == [rounds] * writers
     lin = metric(leader, "raftkv_linearizable_reads_total") - lin_before
     noops = metric(leader, "raftkv_read_barriers_total") - noops_before
-    print("reads per reader %s; on the leader %d linearizable reads, %d no-op entries"
-          % (reads, lin, noops))
+    asked = metric(leader, "raftkv_read_rounds_total") - rounds_before
+    print("reads per reader %s; on the leader %d linearizable reads, %d no-op entries, "
+          "%d rounds" % (reads, lin, noops, asked))
     assert lin >= sum(reads) - readers  # followers forward theirs to the leader
-    assert 0 < noops
+    if confirm == "log":
+        assert 0 < noops and asked == 0
+    else:
+        assert 0 < asked
+
+
+def requests_queued(port):
+    """Connections to 127.0.0.1:`port` with bytes the server has not read yet
+    (from /proc/net/tcp)."""
+    count = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, state, queues = fields[1], fields[3], fields[4]
+            if int(local.split(":")[1], 16) == port and state == "01" and \
+                    int(queues.split(":")[1], 16) > 0:
+                count += 1
+    return count
+
+
+def confirm_path(term, leader_raft_id):
+    return "/v1/internal/confirm?term=%d&leader=%s" % (term, leader_raft_id)
+
+
+def test_confirm_endpoint(cluster):
+    """GET /v1/internal/confirm?term=T&leader=ID is the question a leader asks
+    the voters before linearizable reads.  A follower says 200 {"term": T} for
+    its leader's raft_id and the current term, and 409 with its own term for
+    any other term or leader; the leader, following nobody, says 409.  A
+    missing or malformed parameter is 400, another method 405."""
+    cluster.start_nodes(3)
+    leader, followers = leader_and_followers(cluster)
+    st = leader.status()
+    term, lid = st["term"], st["raft_id"]
+    assert lid.isdigit(), st
+    for f in followers:
+        r = f.request("GET", confirm_path(term, lid))
+        assert r.status == 200 and r.json == {"term": term}, "%s: %r" % (f.name, r)
+        for t, who in ((term + 1, lid), (term - 1, lid), (term, f.status()["raft_id"])):
+            r = f.request("GET", confirm_path(t, who))
+            assert_json_error(r, (409,), "%s asked for term %d, leader %s" % (f.name, t, who))
+            assert r.json["term"] == term, r.json
+    r = leader.request("GET", confirm_path(term, lid))
+    assert_json_error(r, (409,), "the leader asked about itself")
+    f = followers[0]
+    for query in ("", "?term=1", "?leader=1", "?term=x&leader=1", "?term=1&leader=-1",
+                  "?term=&leader=1", "?term=1&leader=123456789012345678901234"):
+        assert_json_error(f.request("GET", "/v1/internal/confirm" + query), (400,), query)
+    r = f.request("POST", confirm_path(term, lid), body=b"")
+    assert_json_error(r, (405,), "POST")
+    assert "GET" in (r.header("Allow") or "")
+
+
+def test_reads_confirmed_with_a_follower_paused(cluster):
+    """Three voters, one follower paused.  The leader and the other follower
+    are a majority, so rounds still confirm linearizable reads: 30 times, a
+    write and then a read on the leader that sees it, each read answered
+    within a second, and no round fails (the paused voter's silence costs
+    nothing while the other answers)."""
+    cluster.start_nodes(3)
+    leader, (f1, f2) = leader_and_followers(cluster)
+    key = "cons/paused"
+    put_ok(leader, key, b"first")
+    assert v1_get(leader, key).status == 200  # a round, now that the term has an entry
+    rounds_before = metric(leader, "raftkv_read_rounds_total")
+    failed_before = metric(leader, "raftkv_read_rounds_failed_total")
+    with paused(f1):
+        for i in range(30):
+            value = b"value-%d" % i
+            put_ok(leader, key, value)
+            started = time.monotonic()
+            r = v1_get(leader, key, timeout=10)
+            took = time.monotonic() - started
+            assert r.status == 200 and r.body == value, "read %d: %r" % (i, r)
+            assert took < scaled(1.0), "read %d took %.2f s" % (i, took)
+        rounds = metric(leader, "raftkv_read_rounds_total") - rounds_before
+        failed = metric(leader, "raftkv_read_rounds_failed_total") - failed_before
+    print("with %s paused: %d rounds, %d failed" % (f1.name, rounds, failed))
+    assert rounds >= 30 and failed == 0
+
+
+def test_deposed_leader_with_followers_up_never_reads_old_value(cluster):
+    """k=old everywhere; the leader L is paused, the two others elect a new
+    leader and commit k=new.  Linearizable reads are sent to L while it is
+    still paused, so that it finds them the moment it continues, before or
+    after it hears of the newer term.  Each read answers new (L stepped down
+    and forwarded it) or a 503/504 error, or keeps waiting -- never old: the
+    voters L asks are in a newer term and say no."""
+    nodes = cluster.start_nodes(3)
+    old, followers = leader_and_followers(cluster)
+    key = "cons/deposed"
+    put_ok(old, key, b"old-value")
+    assert v1_get(old, key).body == b"old-value"  # L reads by rounds from here on
+    term = old.status()["term"]
+    with paused(old) as p_old:
+        new = cluster.wait_leader(followers, timeout=30, min_term=term)
+        put_ok(new, key, b"new-value")
+        port = int(old.http_addr.rsplit(":", 1)[1])
+        finish = start_linearizable_reads(old, key)
+        wait_until(lambda: requests_queued(port) >= 5, 10,
+                   "the reads to wait in the paused leader's sockets")
+        p_old.resume(old)
+        outcomes = finish()
+    print("outcomes on the deposed leader: %s" % outcomes)
+    problems = []
+    stale = (b"old-value", base64.b64encode(b"old-value"))
+    fresh = (b"new-value", base64.b64encode(b"new-value"))
+    for what, r in outcomes:
+        if r == "timeout":
+            continue
+        if r is None or isinstance(r, Exception):
+            problems.append("%s: no answer (%r)" % (what, r))
+        elif r.status == 200:
+            if any(v in r.body for v in stale) or not any(v in r.body for v in fresh):
+                problems.append("%s answered 200 without the new value: %r" % (what, r))
+        else:
+            try:
+                assert_json_error(r, (503, 504), what)
+            except AssertionError as e:
+                problems.append(str(e))
+    assert not problems, "\n  ".join(problems)
+    cluster.wait_converged(nodes)
+    check_all_read(nodes, key, b"new-value")

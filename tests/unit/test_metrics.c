@@ -563,6 +563,8 @@ static const char *const counter_names[] = {
     "raftkv_linearizable_reads_total", "raftkv_stale_reads_total",
     "raftkv_writes_committed_total",   "raftkv_writes_failed_total",
     "raftkv_entries_proposed_total",   "raftkv_commands_proposed_total",
+    "raftkv_read_rounds_total",        "raftkv_read_rounds_failed_total",
+    "raftkv_read_questions_total",
 };
 
 static const char *const gauge_names[] = {
@@ -906,7 +908,8 @@ static void test_escaping(void **state)
     (void)state;
     static const char *const routes[] = {
         "set",  "get",     "delete", "join",   "kv",     "kv_list", "txn",
-        "members", "leader", "status", "health", "metrics", "other",
+        "members", "leader", "status", "confirm", "health", "metrics",
+        "other",
     };
     static const char *const methods[] = {"GET", "HEAD", "POST", "PUT",
                                           "DELETE", "BREW"};
