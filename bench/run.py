@@ -965,20 +965,21 @@ class Bench:
     def scale(self):
         n = self.o.load_keys
         kn = "%dM" % (n // 1_000_000) if n % 1_000_000 == 0 else "%dk" % (n // 1000)
-        small = 1000
+        small_n = 1000
+        # Two clusters side by side, one holding 1k keys and one holding n:
+        # what the size of the store costs is their ratio, measured in
+        # alternation (the machine drifts more over minutes than the effect).
+        small = self.cluster("scale-1k", 3)
+        load_keys("raftkv", small.leader().addr, 0, small_n, conns=self.o.load_conns)
         c = self.cluster("scale", 3)
         ld = c.leader()
-        # the same workloads with 1k and with n keys stored: how much the
-        # size of the store costs
-        load_keys("raftkv", ld.addr, 0, small, conns=self.o.load_conns)
-        before = self.store_size_workloads(c, small, "1k")
         log("loading %d keys (txn of 128 puts, %d conns)" % (n, self.o.load_conns))
         cpu0 = c.cpu()
-        t, loader_cpu = load_keys("raftkv", ld.addr, small, n - small, conns=self.o.load_conns)
+        t, loader_cpu = load_keys("raftkv", ld.addr, 0, n, conns=self.o.load_conns)
         cpu1 = c.cpu()
         self.res.add("load_keys", "load %s keys (txn of 128 puts, %d conns)" % (kn, self.o.load_conns),
                      "raftkv", "seconds", t, "s")
-        self.res.add("load_keys", "", "raftkv", "keys_per_s", (n - small) / t, "keys/s")
+        self.res.add("load_keys", "", "raftkv", "keys_per_s", n / t, "keys/s")
         self.res.add("load_keys", "", "raftkv", "cluster_cpu_s", cpu1 - cpu0, "s")
         self.res.add("load_keys", "", "raftkv", "loader_cpu_s", loader_cpu, "s")
         # every node has applied everything
@@ -986,10 +987,9 @@ class Bench:
         wait_until(lambda: all(x.status()["applied_index"] >= target for x in c.nodes), 120,
                    "all nodes to apply the load")
         self.memory(c, "after loading %s keys" % kn, "1m")
-        after = self.store_size_workloads(c, n, kn)
-        for kind in before:
-            self.res.add("store_growth", "throughput with %s keys / with 1k keys" % kn, "raftkv",
-                         kind, after[kind] / before[kind] if before[kind] else 0.0, "")
+        self.store_growth(small, small_n, c, n, kn)
+        small.stop()
+        small.remove_data()
 
         self.snapshot(c, kn)
         self.memory(c, "after the snapshot", "snap")
@@ -998,24 +998,40 @@ class Bench:
         c.stop()
         c.remove_data()
 
-    def store_size_workloads(self, c, keys, tag):
-        """Writes, linearizable and stale reads at 64 connections with `keys`
-        keys stored (reads pick among them); returns ops/s by kind."""
-        out = {}
+    def store_growth(self, small, small_n, big, big_n, kn, reps=3):
+        """Stale reads, linearizable reads and writes at 64 connections on a
+        cluster holding `small_n` keys and on one holding `big_n` (reads pick
+        among the stored keys), `reps` times in alternation, the order
+        swapped each time.  Records each cluster's median run and the median
+        of the per-rep ratios.  Writes go last: they insert keys, and the
+        small store must still be small while it is read."""
         saved = self.o.read_keys
-        self.o.read_keys = keys
         try:
-            for kind, fig, label in (("put", "write_100B_c64", "write 100 B, 64 conns"),
+            for kind, fig, label in (("get-stale", "read_stale_c64", "read stale, 64 conns"),
                                      ("get-lin", "read_lin_c64", "read linearizable, 64 conns"),
-                                     ("get-stale", "read_stale_c64", "read stale, 64 conns")):
-                log("%s with %s keys stored" % (label, tag))
-                r = self.raftkv_workload(c, kind, 64, 100)
-                self.res.add_workload("%s_%s_keys" % (fig, tag),
-                                      "%s, %s keys stored" % (label, tag), "raftkv", r)
-                out[kind] = r["ops_s"]
+                                     ("put", "write_100B_c64", "write 100 B, 64 conns")):
+                runs = {"1k": [], kn: []}
+                for rep in range(reps):
+                    order = [("1k", small, small_n), (kn, big, big_n)]
+                    if rep % 2:
+                        order.reverse()
+                    for tag, c, keys in order:
+                        log("%s with %s keys stored (%d/%d)" % (label, tag, rep + 1, reps))
+                        self.o.read_keys = keys
+                        runs[tag].append(self.raftkv_workload(c, kind, 64, 100))
+                for tag in runs:
+                    ordered = sorted(runs[tag], key=lambda r: r["ops_s"])
+                    self.res.add_workload("%s_%s_keys" % (fig, tag),
+                                          "%s, %s keys stored (median of %d)" % (label, tag, reps),
+                                          "raftkv", ordered[len(ordered) // 2])
+                ratios = sorted(b["ops_s"] / a["ops_s"] if a["ops_s"] else 0.0
+                                for a, b in zip(runs["1k"], runs[kn]))
+                self.res.add("store_growth", "throughput with %s keys / with 1k keys "
+                             "(median of %d alternated pairs)" % (kn, reps), "raftkv",
+                             kind, ratios[len(ratios) // 2], "")
+                log("%s: %s / 1k ratios %s" % (label, kn, " ".join("%.2f" % x for x in ratios)))
         finally:
             self.o.read_keys = saved
-        return out
 
     def memory(self, c, when, tag):
         ld = c.leader()
