@@ -25,6 +25,15 @@ static inline void queue_push(struct queue *head, struct queue *item)
     head->prev = item;
 }
 
+/* Insert @item first, before everything already in @head. */
+static inline void queue_push_front(struct queue *head, struct queue *item)
+{
+    item->next = head->next;
+    item->prev = head;
+    head->next->prev = item;
+    head->next = item;
+}
+
 static inline void queue_remove(struct queue *item)
 {
     item->prev->next = item->next;

@@ -36,7 +36,7 @@ struct round
 #define ROUNDS_PAUSE_MS 1000
 
 /* Voters a round can ask. */
-#define NODE_ROUND_PEERS_MAX 64
+#define READINDEX_PEERS_MAX 64
 
 static void idle_cb(uv_idle_t *idle) { (void)idle; }
 
@@ -191,10 +191,7 @@ static void round_done(struct confirm_round *cr, int result)
         while (!queue_empty(&rd->reads)) {
             struct queue *q = rd->reads.prev;
             queue_remove(q);
-            q->next = ri->waiting.next;
-            q->prev = &ri->waiting;
-            ri->waiting.next->prev = q;
-            ri->waiting.next = q;
+            queue_push_front(&ri->waiting, q);
         }
         free(rd);
         break;
@@ -208,15 +205,15 @@ static void round_done(struct confirm_round *cr, int result)
 static int start_round(struct readindex *ri)
 {
     struct node *n = ri->node;
-    struct node_member members[NODE_ROUND_PEERS_MAX];
-    struct confirm_peer peers[NODE_ROUND_PEERS_MAX];
+    struct node_member members[READINDEX_PEERS_MAX];
+    struct confirm_peer peers[READINDEX_PEERS_MAX];
     unsigned count, voters = 0, n_peers = 0;
     bool self_votes = false;
     struct round *rd;
     int rv;
 
-    count = node_members(n, members, NODE_ROUND_PEERS_MAX);
-    if (count > NODE_ROUND_PEERS_MAX)
+    count = node_members(n, members, READINDEX_PEERS_MAX);
+    if (count > READINDEX_PEERS_MAX)
         return -1;
     for (unsigned i = 0; i < count; i++) {
         if (members[i].role != RAFT_VOTER)
