@@ -358,8 +358,8 @@ void api_internal_confirm(struct api *a, struct http_req *req)
         return;
     }
     current = n->raft_open ? n->raft->current_term : 0;
-    len = text_u64(current, digits);
     if (node_follows(n, term, leader)) {
+        len = text_u64(current, digits);
         memcpy(body, "{\"term\":", 8);
         memcpy(body + 8, digits, len);
         body[8 + len] = '}';

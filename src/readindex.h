@@ -73,7 +73,7 @@ struct readindex
     unsigned rounds_in_flight;
     uint64_t own_term;        /* an entry this leader appended in it applied */
     uint64_t rounds_off_until_ms; /* after a failed round: entries only */
-    bool rounds_disabled;         /* --read-rounds=false */
+    bool rounds_disabled;         /* --read-confirm log */
     unsigned long long rounds_started, rounds_failed; /* for metrics */
     uv_idle_t idle;             /* no sleeping while reads wait */
     bool closed;
