@@ -62,13 +62,36 @@ struct write_req
 
 /* --- rounds --------------------------------------------------------------- */
 
+static void on_timer(uv_timer_t *t);
+
+/* The timer runs while a round is pending or a voter owes an answer.  The
+ * second matters when the other voters answer every round at once: the
+ * rounds then end before any timeout, and only the timer cuts a voter that
+ * went silent (see on_timer). */
+static void timer_arm(struct confirm *c)
+{
+    uint64_t every = c->timeout_ms / 4 ? c->timeout_ms / 4 : 1;
+    if (!c->closed && !uv_is_active((uv_handle_t *)&c->timer))
+        uv_timer_start(&c->timer, on_timer, every, every);
+}
+
+static void timer_disarm_if_idle(struct confirm *c)
+{
+    if (c->closed || !queue_empty(&c->rounds))
+        return;
+    for (struct queue *q = c->conns.next; q != &c->conns; q = q->next)
+        if (queue_data(q, struct confirm_conn, link)->count > 0)
+            return;
+    uv_timer_stop(&c->timer);
+}
+
 static void finish(struct confirm *c, struct confirm_round *r, int result)
 {
     queue_remove(&r->link);
-    if (queue_empty(&c->rounds) && !c->closed)
-        uv_timer_stop(&c->timer);
+    timer_disarm_if_idle(c);
     r->cb(r, result);
 }
+
 
 static void check_round(struct confirm *c, struct confirm_round *r)
 {
@@ -446,6 +469,7 @@ static void on_timer(uv_timer_t *t)
             break; /* oldest first: the rest are younger */
         finish(c, r, CONFIRM_TIMEOUT);
     }
+    timer_disarm_if_idle(c);
 }
 
 /* --- API ---------------------------------------------------------------------- */
@@ -506,15 +530,15 @@ int confirm_start(struct confirm *c, struct confirm_round *round,
             c->requests++;
     }
     c->starting = NULL;
+    /* Before the check below: questions already queued need the timer
+     * even when the round is given up. */
+    timer_arm(c);
     if (round->asked - round->no < need) {
-        /* Every connection failed at once; answers that may still come
-         * for this seq find no round. */
+        /* Connections failed at once; answers that may still come for this
+         * seq find no round. */
         queue_remove(&round->link);
+        timer_disarm_if_idle(c);
         return CONFIRM_EUNAVAILABLE;
-    }
-    if (!uv_is_active((uv_handle_t *)&c->timer)) {
-        uint64_t every = c->timeout_ms / 4 ? c->timeout_ms / 4 : 1;
-        uv_timer_start(&c->timer, on_timer, every, every);
     }
     return 0;
 }

@@ -395,6 +395,38 @@ static void test_pipelined_rounds(void **state)
     teardown_all(&c, &v, 1);
 }
 
+/* A voter that goes silent while another answers every round at once:
+ * each round ends well on the other's yes, before any timeout, yet the
+ * silent one is cut once its oldest question is 4 timeouts old and, after
+ * a pause, asked again on a new connection. */
+static void test_silent_voter_cut_while_others_answer(void **state)
+{
+    (void)state;
+    struct confirm c;
+    struct voter v[2];
+    struct outcome o;
+
+    voter_start(&v[0], SILENT);
+    voter_start(&v[1], YES);
+    confirm_init(&c, &loop, SELF_ID, 40);
+    struct confirm_peer peers[] = {{1, v[0].addr}, {2, v[1].addr}};
+    uv_update_time(&loop);
+    uint64_t t0 = uv_now(&loop);
+    /* Rounds every 10 ms: its pipeline fills, and it stays full. */
+    while (v[0].connections < 2) {
+        assert_true(uv_now(&loop) - t0 < 2000);
+        assert_int_equal(start(&c, &o, peers, 2, 1), 0);
+        run_rounds();
+        assert_int_equal(o.result, CONFIRM_OK);
+        run_for(10);
+    }
+    /* Cut no sooner than 4 timeouts after its first question, then the
+     * pause of one timeout before it is tried again. */
+    assert_true(uv_now(&loop) - t0 >= 5 * 40);
+    assert_int_equal(v[1].connections, 1);
+    teardown_all(&c, v, 2);
+}
+
 /* An answer that arrives in two pieces is put together. */
 static void test_answer_in_pieces(void **state)
 {
@@ -522,6 +554,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pipelined_rounds, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_silent_voter_cut_while_others_answer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_answer_in_pieces, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_hang_up_and_garbage, setup,
