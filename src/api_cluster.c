@@ -326,39 +326,52 @@ void api_status(struct api *a, struct http_req *req)
     api_reply_json(req, 200, doc);
 }
 
-/* A decimal u64 query parameter; false when absent or malformed. */
-static bool query_u64(struct http_req *req, const char *name, uint64_t *out)
+/* A u64 query parameter in decimal (@base 10) or hex (@base 16, as
+ * /v1/status shows a cluster id); false when absent or malformed. */
+static bool query_u64(struct http_req *req, const char *name, int base,
+                      uint64_t *out)
 {
+    const char *digits = base == 16 ? "0123456789abcdefABCDEF" : "0123456789";
     char *v, *end;
     size_t len;
 
-    if (http_query_param(req, name, &v, &len) != 0 || len == 0 || len > 20 ||
-        v[0] < '0' || v[0] > '9')
+    if (http_query_param(req, name, &v, &len) != 0 || len == 0 ||
+        len > (base == 16 ? 16u : 20u) || strspn(v, digits) != len)
         return false;
     errno = 0;
-    *out = strtoull(v, &end, 10);
+    *out = strtoull(v, &end, base);
     return errno == 0 && *end == '\0';
 }
 
-/* GET /v1/internal/confirm?term=T&leader=ID
- *   -> 200 {"term": T} when this node follows leader ID (a raft id, in
- *      decimal) in term T;
- *   -> 409 {"error": "...", "term": CURRENT} when it does not.
+/* GET /v1/internal/confirm?cluster=C&term=T&leader=L&voter=V
+ *   -> 200 {"term": T} when this node is voter V (a raft id, in decimal) of
+ *      cluster C (hex, as /v1/status shows it) and follows leader L in
+ *      term T;
+ *   -> 409 {"error": "...", "term": CURRENT} when it is not or does not.
  * The question a leader asks every voter before it answers linearizable
  * reads (confirm.h).  Answered at once, from memory, changing nothing. */
 void api_internal_confirm(struct api *a, struct http_req *req)
 {
     struct node *n = a->node;
-    uint64_t term, leader, current;
+    uint64_t cluster, term, leader, voter, current;
     char body[64], digits[TEXT_U64_SIZE];
+    const char *why = "not a follower of that leader in that term";
     size_t len;
 
-    if (!query_u64(req, "term", &term) || !query_u64(req, "leader", &leader)) {
-        http_reply_error(req, 400, "term and leader must be decimal numbers");
+    if (!query_u64(req, "cluster", 16, &cluster) ||
+        !query_u64(req, "term", 10, &term) ||
+        !query_u64(req, "leader", 10, &leader) ||
+        !query_u64(req, "voter", 10, &voter)) {
+        http_reply_error(req, 400, "cluster (hex), term, leader and voter "
+                                   "(decimal) are required");
         return;
     }
     current = n->raft_open ? n->raft->current_term : 0;
-    if (node_follows(n, term, leader)) {
+    if (voter != n->id)
+        why = "not that voter";
+    else if (cluster == 0 || cluster != n->fsm.cluster_id)
+        why = "not in that cluster";
+    else if (node_follows(n, term, leader)) {
         len = text_u64(current, digits);
         memcpy(body, "{\"term\":", 8);
         memcpy(body + 8, digits, len);
@@ -366,10 +379,8 @@ void api_internal_confirm(struct api *a, struct http_req *req)
         http_reply_json(req, 200, body, 9 + len);
         return;
     }
-    api_reply_json(req, 409,
-                   json_pack("{s:s, s:I}", "error",
-                             "not a follower of that leader in that term",
-                             "term", (json_int_t)current));
+    api_reply_json(req, 409, json_pack("{s:s, s:I}", "error", why, "term",
+                                       (json_int_t)current));
 }
 
 /* GET /health   -> 200 {"status": "ok"} while the process serves. */

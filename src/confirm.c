@@ -18,8 +18,8 @@
 
 /* One answer's head and body must fit (h2o sends ~150 bytes). */
 #define CONFIRM_IN_MAX 2048
-/* Room for one request line and Host header. */
-#define CONFIRM_REQ_MAX 192
+/* Room for one request line and Host header (addresses are < 64 bytes). */
+#define CONFIRM_REQ_MAX 256
 
 enum conn_state {
     CONN_IDLE,       /* no handle; may connect (after retry_at_ms) */
@@ -30,7 +30,7 @@ enum conn_state {
 
 struct ask
 {
-    uint64_t seq, term;
+    uint64_t seq, cluster, term;
     uint64_t asked_ms;
 };
 
@@ -91,7 +91,6 @@ static void finish(struct confirm *c, struct confirm_round *r, int result)
     timer_disarm_if_idle(c);
     r->cb(r, result);
 }
-
 
 static void check_round(struct confirm *c, struct confirm_round *r)
 {
@@ -198,15 +197,17 @@ static void on_write(uv_write_t *req, int status)
 static size_t format_ask(const struct confirm_conn *conn, const struct ask *a,
                          char *out)
 {
-    char term[TEXT_U64_SIZE], leader[TEXT_U64_SIZE];
+    char term[TEXT_U64_SIZE], leader[TEXT_U64_SIZE], voter[TEXT_U64_SIZE];
     int n;
 
     text_u64(a->term, term);
     text_u64(conn->c->self, leader);
+    text_u64(conn->id, voter);
     n = snprintf(out, CONFIRM_REQ_MAX,
-                 "GET /v1/internal/confirm?term=%s&leader=%s HTTP/1.1\r\n"
-                 "Host: %s\r\n\r\n",
-                 term, leader, conn->addr);
+                 "GET /v1/internal/confirm?cluster=%016llx&term=%s&leader=%s"
+                 "&voter=%s HTTP/1.1\r\nHost: %s\r\n\r\n",
+                 (unsigned long long)a->cluster, term, leader, voter,
+                 conn->addr);
     return n > 0 && n < CONFIRM_REQ_MAX ? (size_t)n : 0;
 }
 
@@ -437,6 +438,7 @@ static int conn_ask(struct confirm_conn *conn, const struct confirm_round *r)
     struct ask *a =
         &conn->asks[(conn->head + conn->count) % CONFIRM_PIPELINE];
     a->seq = r->seq;
+    a->cluster = r->cluster;
     a->term = r->term;
     a->asked_ms = r->started_ms;
     conn->count++;
@@ -488,8 +490,9 @@ void confirm_init(struct confirm *c, uv_loop_t *loop, raft_id self,
 }
 
 int confirm_start(struct confirm *c, struct confirm_round *round,
-                  uint64_t term, const struct confirm_peer *peers,
-                  unsigned n_peers, unsigned need, confirm_cb cb, void *data)
+                  uint64_t cluster, uint64_t term,
+                  const struct confirm_peer *peers, unsigned n_peers,
+                  unsigned need, confirm_cb cb, void *data)
 {
     uint64_t now = uv_now(c->loop);
     struct confirm_conn *conns[64];
@@ -513,6 +516,7 @@ int confirm_start(struct confirm *c, struct confirm_round *round,
 
     memset(round, 0, sizeof *round);
     round->seq = ++c->next_seq;
+    round->cluster = cluster;
     round->term = term;
     round->started_ms = now;
     round->need = need;

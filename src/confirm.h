@@ -14,9 +14,13 @@
  *
  * libraft 0.15 has no ReadIndex and raftkv cannot add messages to its
  * connections, so the question travels as a tiny HTTP request,
- * "GET /v1/internal/confirm?term=T&leader=ID", on a keep-alive connection
- * to each voter's HTTP port.  Requests are pipelined: a connection carries
- * up to CONFIRM_PIPELINE unanswered ones, and h2o answers in order.
+ * "GET /v1/internal/confirm?cluster=C&term=T&leader=L&voter=V", on a
+ * keep-alive connection to each voter's HTTP port.  It names the voter and
+ * the cluster meant, so that a yes from whatever else listens at that
+ * address (another cluster whose nodes have the same names, hence the same
+ * ids; a node that took over the port) counts for nothing.  Requests are
+ * pipelined: a connection carries up to CONFIRM_PIPELINE unanswered ones,
+ * and h2o answers in order.
  *
  * This module only asks and counts; readindex.c decides what a round is
  * for.  A round ends exactly once: confirmed, refused (too many voters said
@@ -66,7 +70,7 @@ struct confirm_round
 {
     struct queue link; /* in confirm.rounds */
     uint64_t seq;
-    uint64_t term;
+    uint64_t cluster, term;
     uint64_t started_ms;
     unsigned asked, yes, no; /* "no" includes peers that could not answer */
     unsigned need;           /* yes answers needed */
@@ -93,7 +97,8 @@ void confirm_init(struct confirm *c, uv_loop_t *loop, raft_id self,
                   unsigned timeout_ms);
 
 /* Ask each of @peers (the voters other than this node) whether it follows
- * @self in @term; @need of them must say yes.  Returns:
+ * @self in @term of cluster @cluster; @need of them must say yes.
+ * Returns:
  *   1                     @need is 0: confirmed at once, @cb never runs;
  *   0                     asked, @cb runs exactly once later;
  *   CONFIRM_EUNAVAILABLE  fewer than @need peers can be asked now (no
@@ -102,7 +107,8 @@ void confirm_init(struct confirm *c, uv_loop_t *loop, raft_id self,
  *   CONFIRM_ENOMEM.
  * A peer with an empty or unparsable address counts as unable to answer. */
 int confirm_start(struct confirm *c, struct confirm_round *round,
-                  uint64_t term, const struct confirm_peer *peers,
+                  uint64_t cluster, uint64_t term,
+                  const struct confirm_peer *peers,
                   unsigned n_peers, unsigned need, confirm_cb cb, void *data);
 
 /* End every round with CONFIRM_CANCELLED, close every connection and the

@@ -235,8 +235,9 @@ static int start_round(struct readindex *ri)
     rd->ri = ri;
     rd->commit = n->raft->commit_index;
     queue_init(&rd->reads);
-    rv = confirm_start(&ri->confirm, &rd->confirm, n->raft->current_term,
-                       peers, n_peers, voters / 2, round_done, rd);
+    rv = confirm_start(&ri->confirm, &rd->confirm, n->fsm.cluster_id,
+                       n->raft->current_term, peers, n_peers, voters / 2,
+                       round_done, rd);
     if (rv < 0) {
         free(rd);
         return -1;

@@ -327,35 +327,49 @@ def requests_queued(port):
     return count
 
 
-def confirm_path(term, leader_raft_id):
-    return "/v1/internal/confirm?term=%d&leader=%s" % (term, leader_raft_id)
+def confirm_path(cluster_id, term, leader_raft_id, voter_raft_id):
+    return "/v1/internal/confirm?cluster=%s&term=%d&leader=%s&voter=%s" % (
+        cluster_id, term, leader_raft_id, voter_raft_id)
 
 
 def test_confirm_endpoint(cluster):
-    """GET /v1/internal/confirm?term=T&leader=ID is the question a leader asks
-    the voters before linearizable reads.  A follower says 200 {"term": T} for
-    its leader's raft_id and the current term, and 409 with its own term for
-    any other term or leader; the leader, following nobody, says 409.  A
-    missing or malformed parameter is 400, another method 405."""
+    """GET /v1/internal/confirm?cluster=C&term=T&leader=L&voter=V is the
+    question a leader asks the voters before linearizable reads.  A follower
+    says 200 {"term": T} when it is voter V of cluster C and follows leader L
+    in term T, and 409 with its own term when any of the four is not so: a yes
+    meant for another node or another cluster must not count.  The leader,
+    following nobody, says 409.  A missing or malformed parameter is 400,
+    another method 405."""
     cluster.start_nodes(3)
     leader, followers = leader_and_followers(cluster)
     st = leader.status()
-    term, lid = st["term"], st["raft_id"]
+    cid, term, lid = st["cluster_id"], st["term"], st["raft_id"]
     assert lid.isdigit(), st
+    other_cid = "%016x" % (int(cid, 16) ^ 1)
     for f in followers:
-        r = f.request("GET", confirm_path(term, lid))
+        fid = f.status()["raft_id"]
+        r = f.request("GET", confirm_path(cid, term, lid, fid))
         assert r.status == 200 and r.json == {"term": term}, "%s: %r" % (f.name, r)
-        for t, who in ((term + 1, lid), (term - 1, lid), (term, f.status()["raft_id"])):
-            r = f.request("GET", confirm_path(t, who))
-            assert_json_error(r, (409,), "%s asked for term %d, leader %s" % (f.name, t, who))
+        other = next(g for g in followers if g is not f).status()["raft_id"]
+        for c, t, who, voter in ((cid, term + 1, lid, fid), (cid, term - 1, lid, fid),
+                                 (cid, term, fid, fid), (cid, term, lid, other),
+                                 (cid, term, lid, lid), (other_cid, term, lid, fid)):
+            r = f.request("GET", confirm_path(c, t, who, voter))
+            assert_json_error(r, (409,), "%s asked for cluster %s, term %d, leader %s, voter %s"
+                              % (f.name, c, t, who, voter))
             assert r.json["term"] == term, r.json
-    r = leader.request("GET", confirm_path(term, lid))
+    r = leader.request("GET", confirm_path(cid, term, lid, lid))
     assert_json_error(r, (409,), "the leader asked about itself")
     f = followers[0]
-    for query in ("", "?term=1", "?leader=1", "?term=x&leader=1", "?term=1&leader=-1",
-                  "?term=&leader=1", "?term=1&leader=123456789012345678901234"):
-        assert_json_error(f.request("GET", "/v1/internal/confirm" + query), (400,), query)
-    r = f.request("POST", confirm_path(term, lid), body=b"")
+    good = dict(cluster=cid, term=str(term), leader=lid, voter=f.status()["raft_id"])
+    bad = [dict(good, **{k: None}) for k in good]            # each one missing
+    bad += [dict(good, term="x"), dict(good, leader="-1"), dict(good, term=""),
+            dict(good, voter="123456789012345678901234"), dict(good, cluster="0x" + cid[2:]),
+            dict(good, cluster="1" + cid), dict(good, cluster="g" + cid[1:])]
+    for params in bad:
+        query = "&".join("%s=%s" % kv for kv in params.items() if kv[1] is not None)
+        assert_json_error(f.request("GET", "/v1/internal/confirm?" + query), (400,), query)
+    r = f.request("POST", confirm_path(cid, term, lid, good["voter"]), body=b"")
     assert_json_error(r, (405,), "POST")
     assert "GET" in (r.header("Allow") or "")
 

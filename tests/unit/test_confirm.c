@@ -20,6 +20,7 @@
 #include "confirm.h"
 
 #define SELF_ID 424242u
+#define CLUSTER 0xc1u
 #define TERM 7u
 
 enum mood { YES, NO, SILENT, HANG_UP, GARBAGE, SPLIT_YES };
@@ -195,7 +196,8 @@ static int start(struct confirm *c, struct outcome *o,
 {
     memset(o, 0, sizeof *o);
     o->result = -1;
-    int rv = confirm_start(c, &o->round, TERM, peers, n, need, round_cb, o);
+    int rv = confirm_start(c, &o->round, CLUSTER, TERM, peers, n, need,
+                           round_cb, o);
     if (rv == 0)
         rounds_open++;
     return rv;
@@ -258,7 +260,8 @@ static int teardown(void **state)
 /* --- the stories -------------------------------------------------------------- */
 
 /* Two voters who both still follow: one yes is enough for a round that
- * needs one, and each voter is asked once, with this node's term and id. */
+ * needs one, and each voter is asked once, with the cluster, this node's
+ * term and id, and the id of the voter meant. */
 static void test_majority_says_yes(void **state)
 {
     (void)state;
@@ -280,9 +283,9 @@ static void test_majority_says_yes(void **state)
     for (int i = 0; i < 2; i++) {
         assert_int_equal(v[i].requests, 1);
         snprintf(want, sizeof want,
-                 "GET /v1/internal/confirm?term=%u&leader=%u HTTP/1.1\r\n"
-                 "Host: %s\r\n\r\n",
-                 TERM, SELF_ID, v[i].addr);
+                 "GET /v1/internal/confirm?cluster=%016x&term=%u&leader=%u"
+                 "&voter=%d HTTP/1.1\r\nHost: %s\r\n\r\n",
+                 CLUSTER, TERM, SELF_ID, i + 1, v[i].addr);
         assert_string_equal(v[i].first_request, want);
     }
     assert_int_equal(c.requests, 2);
