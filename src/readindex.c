@@ -135,7 +135,10 @@ static void flight_done(struct raft_apply *req, int status, void *result)
 }
 
 /* Answer the reads of every confirmed round whose read index the store
- * has reached.  Rounds become ready in order of their commit index. */
+ * has reached.  Rounds are confirmed out of the order of their commit
+ * index when the voters that answer first change between rounds, so the
+ * whole queue is looked at; it is short (rounds wait there only for the
+ * store to apply what was committed when they started). */
 static void serve_ready(struct readindex *ri)
 {
     uint64_t applied;
@@ -143,13 +146,16 @@ static void serve_ready(struct readindex *ri)
     if (queue_empty(&ri->ready))
         return;
     applied = node_applied_index(ri->node);
-    while (!queue_empty(&ri->ready)) {
-        struct round *rd = queue_data(ri->ready.next, struct round, link);
-        if (rd->commit > applied)
-            break;
+    for (struct queue *q = ri->ready.next; q != &ri->ready;) {
+        struct round *rd = queue_data(q, struct round, link);
+        if (rd->commit > applied) {
+            q = q->next;
+            continue;
+        }
         queue_remove(&rd->link);
         complete(&rd->reads, 0);
         free(rd);
+        q = ri->ready.next; /* the replies may have changed the queue */
     }
 }
 
