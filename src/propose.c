@@ -14,7 +14,6 @@ struct proposal
     struct queue reads; /* linearizable reads riding on it (readindex.h) */
     struct propose *p;
     uint64_t term; /* the leader's term when appended */
-    bool done;
 };
 
 static void idle_cb(uv_idle_t *idle) { (void)idle; }
@@ -60,14 +59,14 @@ static void complete(struct queue *reqs, int status,
     }
 }
 
+/* libraft calls an apply's callback exactly once (it is the barrier whose
+ * callback may run twice in 0.15, and raftkv uses none), so the proposal
+ * can be freed here. */
 static void applied(struct raft_apply *raft_req, int status, void *result)
 {
     struct proposal *prop = (struct proposal *)raft_req;
     int rv;
 
-    if (prop->done)
-        return; /* libraft may report twice; answer once */
-    prop->done = true;
     switch (status) {
     case 0:
         rv = 0;
