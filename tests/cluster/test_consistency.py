@@ -24,11 +24,11 @@ def consistency_of(r):
     return (r.header("X-Raftkv-Consistency") or "").strip().lower()
 
 
-def start_linearizable_reads(node, key):
+def start_linearizable_reads(node, key, deadline=LINEARIZABLE_DEADLINE):
     """Start, each in its own thread and connection, the linearizable reads of
     `key` that `node` must not answer from its own store.  Returns a function
-    that waits for them and gives [(what, Response | None if the client's
-    deadline passed)]."""
+    that waits for them and gives [(what, Response | "timeout" if the
+    client's `deadline` (scaled) passed | the OSError)]."""
     q = quote_key(key)
     paths = [("GET /v1/kv (default)", "/v1/kv/" + q),
              ("GET /v1/kv?consistency=linearizable", "/v1/kv/%s?consistency=linearizable" % q),
@@ -39,7 +39,7 @@ def start_linearizable_reads(node, key):
 
     def read(i, path):
         try:
-            results[i] = request_once(node.http_addr, "GET", path, timeout=LINEARIZABLE_DEADLINE)
+            results[i] = request_once(node.http_addr, "GET", path, timeout=deadline)
         except TimeoutError:
             results[i] = "timeout"
         except OSError as e:
@@ -52,7 +52,7 @@ def start_linearizable_reads(node, key):
 
     def finish():
         for t in threads:
-            t.join(scaled(LINEARIZABLE_DEADLINE) + 5)
+            t.join(scaled(deadline) + 5)
         return [(what, results[i]) for i, (what, _) in enumerate(paths)]
     return finish
 
@@ -407,8 +407,10 @@ def test_deposed_leader_with_followers_up_never_reads_old_value(cluster):
     leader and commit k=new.  Linearizable reads are sent to L while it is
     still paused, so that it finds them the moment it continues, before or
     after it hears of the newer term.  Each read answers new (L stepped down
-    and forwarded it) or a 503/504 error, or keeps waiting -- never old: the
-    voters L asks are in a newer term and say no."""
+    and forwarded it) or a 503/504 error -- never old: the voters L asks are
+    in a newer term and say no.  With the others up, L hears of the newer
+    term within a heartbeat, so a read still waiting after 10 s is a read
+    that would wait forever."""
     nodes = cluster.start_nodes(3)
     old, followers = leader_and_followers(cluster)
     key = "cons/deposed"
@@ -419,7 +421,7 @@ def test_deposed_leader_with_followers_up_never_reads_old_value(cluster):
         new = cluster.wait_leader(followers, timeout=30, min_term=term)
         put_ok(new, key, b"new-value")
         port = int(old.http_addr.rsplit(":", 1)[1])
-        finish = start_linearizable_reads(old, key)
+        finish = start_linearizable_reads(old, key, deadline=10.0)
         wait_until(lambda: requests_queued(port) >= 5, 10,
                    "the reads to wait in the paused leader's sockets")
         p_old.resume(old)
@@ -429,9 +431,7 @@ def test_deposed_leader_with_followers_up_never_reads_old_value(cluster):
     stale = (b"old-value", base64.b64encode(b"old-value"))
     fresh = (b"new-value", base64.b64encode(b"new-value"))
     for what, r in outcomes:
-        if r == "timeout":
-            continue
-        if r is None or isinstance(r, Exception):
+        if r is None or r == "timeout" or isinstance(r, Exception):
             problems.append("%s: no answer (%r)" % (what, r))
         elif r.status == 200:
             if any(v in r.body for v in stale) or not any(v in r.body for v in fresh):
