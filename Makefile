@@ -164,15 +164,22 @@ test: deps
 # Benchmarks (bench/README.md): numbers, never pass/fail.  bench-smoke is
 # the ~10 s run `make test` does so that the harness cannot rot.
 BENCH_ARGS ?=
-bench: deps raftkv
+bench: deps raftkv $(B)/bench/lookup
 	/usr/bin/python3 bench/run.py $(BENCH_ARGS)
 
-bench-compare: deps raftkv
+bench-compare: deps raftkv $(B)/bench/lookup
 	@sh scripts/deps.sh compare
 	/usr/bin/python3 bench/run.py --compare $(BENCH_ARGS)
 
-bench-smoke: raftkv
+bench-smoke: raftkv $(B)/bench/lookup
 	/usr/bin/python3 bench/run.py --smoke
+
+# One LMDB lookup, timed apart from HTTP (bench/lookup.c).
+$(B)/bench/lookup: bench/lookup.c
+	@mkdir -p $(@D)
+	@echo "  LD   $@"
+	$(Q)$(CC) $(CFLAGS) $(shell pkg-config --cflags lmdb) -o $@ $< \
+	  $(shell pkg-config --libs lmdb)
 
 run: deps
 	$(MAKE) raftkv

@@ -29,7 +29,8 @@ Usage (see bench/README.md):
                             (make test: checks the harness, never the speed)
   bench/run.py --summary bench/results/A.csv B.csv ...   medians of runs
 
-Environment: RAFTKV_BIN (default <repo>/raftkv), WRK, ETCD, REDIS_SERVER,
+Environment: RAFTKV_BIN (default <repo>/raftkv), LOOKUP_BIN (default
+<repo>/build/bench/lookup, from bench/lookup.c), WRK, ETCD, REDIS_SERVER,
 REDIS_BENCHMARK (default: from PATH).
 """
 
@@ -101,6 +102,8 @@ WORKLOADS = [
     ("write_1MiB_c16", "write 1 MiB, 16 conns", "put", 16, MiB),
     ("write_follower_c64", "write 100 B via follower, 64 conns", "put-follower", 64, 100),
 ]
+
+LOOKUP_LABEL = "one LMDB lookup of a random stored key, no HTTP (bench/lookup.c)"
 
 # Redis has no 90/10 mix and no follower in redis-benchmark; its key space for
 # big values is kept small so that 1 MiB SETs do not fill the memory.
@@ -877,7 +880,16 @@ class Bench:
             self.res.add_workload(fig, label, "raftkv", r)
             if r["requests"] - r["errors"] <= 0:
                 raise BenchError("%s: no request succeeded" % label)
+        lk = self.lmdb_lookup(c, n, 1)
+        self.res.add("lmdb_lookup", LOOKUP_LABEL, "raftkv", "ns", lk["ns_per_get"], "ns")
         c.stop()
+
+    def lmdb_lookup(self, c, keys, seconds):
+        """bench/lookup.c on a follower's store: what one mdb_get of a random
+        key among the first `keys` costs, as a second reader beside the node."""
+        out = self.procs.run("lookup", [self.tools["lookup"], str(c.follower().data_dir / "kv"),
+                                        str(keys), str(seconds)], timeout=60 + 2 * seconds)
+        return json.loads(out)
 
     # -- one raftkv workload --------------------------------------------------
     def raftkv_workload(self, c, kind, conns, size):
@@ -1028,6 +1040,8 @@ class Bench:
                         log("%s with %s (%d/%d)" % (label, what, rep + 1, reps))
                         self.o.read_keys = keys
                         runs[tag].append(self.raftkv_workload(c, kind, 64, 100))
+                if kind == "get-stale":
+                    self.lookup_share(series, runs)
                 for tag, _, _, what in series:
                     ordered = sorted(runs[tag], key=lambda r: r["ops_s"])
                     self.res.add_workload("%s_%s_keys" % (fig, tag),
@@ -1048,6 +1062,32 @@ class Bench:
                         "%.2f" % x for x in ratios)))
         finally:
             self.o.read_keys = saved
+
+    def lookup_share(self, series, runs):
+        """How much of the stale reads' loss on a big store is the B-tree
+        lookup itself: bench/lookup.c times one LMDB lookup on each store,
+        with nothing else running.  If the leader's loop thread bounds the
+        reads (it does: it runs at ~100% of a core) and a lookup only added
+        its own time, the big store would read at
+        1 / (1 + extra lookup time x small-store reads/s) of the small one;
+        what the measured ratio loses beyond that is the lookups' indirect
+        cost (the lines they evict that the rest of the request needs)."""
+        small_ops = statistics.median(r["ops_s"] for r in runs["1k"])
+        ns = {}
+        for tag, c, keys, what in series:
+            lk = self.lmdb_lookup(c, keys, 2)
+            ns[tag] = lk["ns_per_get"]
+            self.res.add("lmdb_lookup", LOOKUP_LABEL, "raftkv", "ns_" + tag, ns[tag], "ns")
+            log("LMDB lookup, %s: %.0f ns (depth %d, %d leaf pages)"
+                % (what, ns[tag], lk["depth"], lk["leaf_pages"]))
+        for tag in ns:
+            if tag == "1k":
+                continue
+            bound = 1.0 / (1.0 + (ns[tag] - ns["1k"]) * 1e-9 * small_ops)
+            self.res.add("lmdb_lookup", LOOKUP_LABEL, "raftkv", "stale_ratio_if_only_" + tag,
+                         bound, "")
+            log("stale reads, %s: %.2f of the 1k figure if the lookup only added its own time"
+                % (tag, bound))
 
     def memory(self, c, when, tag):
         ld = c.leader()
@@ -1263,6 +1303,11 @@ def find_tools(compare):
     if not os.access(binary, os.X_OK):
         raise BenchError("raftkv binary %s not found: run `make` (or set RAFTKV_BIN)" % binary)
     tools["raftkv"] = binary
+    lookup = os.environ.get("LOOKUP_BIN") or str(REPO / "build" / "bench" / "lookup")
+    if not os.access(lookup, os.X_OK):
+        raise BenchError("%s not found: run `make build/bench/lookup` (or set LOOKUP_BIN)"
+                         % lookup)
+    tools["lookup"] = lookup
     need = {"wrk": "WRK"}
     if compare:
         need.update({"etcd": "ETCD", "redis-server": "REDIS_SERVER",
