@@ -268,7 +268,7 @@ static void test_majority_says_yes(void **state)
     struct confirm c;
     struct voter v[2];
     struct outcome o;
-    char want[128];
+    char want[256];
 
     voter_start(&v[0], YES);
     voter_start(&v[1], YES);
