@@ -907,6 +907,8 @@ class Bench:
                                    consistency="stale" if kind == "get-stale" else "linearizable")
         if kind == "mix":
             return "mix.lua", dict(keys=self.o.read_keys, writes=10, size=size)
+        if kind == "overwrite":  # the mix with no reads: PUTs of random stored keys
+            return "mix.lua", dict(keys=self.o.read_keys, writes=100, size=size)
         raise ValueError(kind)
 
     # -- phase A: the workloads, raftkv and (with --compare) the baselines ---
@@ -1014,19 +1016,26 @@ class Bench:
         c.remove_data()
 
     def store_growth(self, small, small_n, big, big_n, kn, reps=3):
-        """Stale reads, linearizable reads and writes at 64 connections on a
+        """Stale reads, linearizable reads, the 90/10 mix, overwrites of
+        random stored keys and writes of new keys at 64 connections on a
         cluster holding `small_n` keys and on one holding `big_n`, `reps`
-        times in alternation, the order rotated each time.  Reads pick among
-        all the stored keys; on the big store they also run over `small_n` of
-        its keys, which tells the size of the store from the size of the set
-        being read.  Records each series' median run and the median of the
-        per-rep ratios to the small store.  Writes go last: they insert keys,
-        and the small store must still be small while it is read."""
+        times in alternation, the order rotated each time.  Reads and
+        overwrites pick among all the stored keys; on the big store they also
+        run over `small_n` of its keys, which tells the size of the store from
+        the size of the set being used.  Records each series' median run and
+        the median of the per-rep ratios to the small store.  New keys go
+        last: they grow the store, and the small store must still be small
+        while it is used.  Why overwrites: the new keys of put.lua have
+        ascending names, so they land on the B-tree's last leaf; a random
+        stored key makes every write copy a different leaf."""
         saved = self.o.read_keys
         big_small_set = "%s_read_1k" % kn
         try:
             for kind, fig, label in (("get-stale", "read_stale_c64", "read stale, 64 conns"),
                                      ("get-lin", "read_lin_c64", "read linearizable, 64 conns"),
+                                     ("mix", "mix_90_10_c64", "mix 90% read/10% write, 64 conns"),
+                                     ("overwrite", "overwrite_100B_c64",
+                                      "overwrite random keys, 100 B, 64 conns"),
                                      ("put", "write_100B_c64", "write 100 B, 64 conns")):
                 series = [("1k", small, small_n, "%s keys stored" % "1k"),
                           (kn, big, big_n, "%s keys stored" % kn)]
