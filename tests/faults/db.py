@@ -29,6 +29,18 @@ from hosts import Mount
 RAFT_PORT = 7000
 HTTP_PORT = 8000
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def remove_faketime_files(pid):
+    """libfaketime keeps a shared-memory segment and a semaphore per process
+    in /dev/shm and removes them only when the process exits normally; a node
+    killed by a fault leaves them behind, two files per incarnation, run
+    after run.  Called once the process is gone."""
+    for name in ("faketime_shm_%d" % pid, "sem.faketime_sem_%d" % pid):
+        try:
+            os.unlink(os.path.join("/dev/shm", name))
+        except FileNotFoundError:
+            pass
 STOP_TIMEOUT = 10.0
 
 
@@ -381,6 +393,9 @@ class Cluster:
         for n in self.nodes:
             if n.disk is not None:
                 n.disk.close()
+            if self.clock:
+                for inc in n.incarnations:
+                    remove_faketime_files(inc.pid)
         return problems
 
     def unexpected_deaths(self):
