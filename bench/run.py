@@ -43,6 +43,7 @@ import itertools
 import json
 import os
 import platform
+import random
 import resource
 import shutil
 import signal
@@ -231,6 +232,64 @@ def dir_bytes(path):
             except FileNotFoundError:
                 pass
     return total
+
+
+def disk_device(path):
+    """The /proc/diskstats name of the block device holding `path`, or None
+    (tmpfs, overlay: nothing to count)."""
+    st = os.stat(path)
+    major, minor = os.major(st.st_dev), os.minor(st.st_dev)
+    try:
+        with open("/proc/diskstats") as f:
+            for line in f:
+                v = line.split()
+                if int(v[0]) == major and int(v[1]) == minor:
+                    return v[2]
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def disk_written(dev):
+    """Bytes written to block device `dev` since boot (None without one).
+    It counts every writer on the machine, not only ours."""
+    if dev is None:
+        return None
+    with open("/proc/diskstats") as f:
+        for line in f:
+            v = line.split()
+            if v[2] == dev:
+                return int(v[9]) * 512
+    return None
+
+
+def disk_page_ceiling(directory, file_bytes, seconds, batch=1024):
+    """What the disk under `directory` takes of LMDB's kind of writes:
+    random 4 KiB pages, `batch` of them (sorted, as LMDB writes a commit's
+    pages) then fdatasync, over a `file_bytes` file, for `seconds`.  Returns
+    MB/s.  One writer; the three nodes of a cluster are three."""
+    path = os.path.join(directory, "disk-ceiling.tmp")
+    pages = file_bytes // 4096
+    page = os.urandom(4096)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        chunk = page * 256
+        for i in range(0, pages, 256):
+            os.pwrite(fd, chunk[:4096 * min(256, pages - i)], i * 4096)
+        os.fsync(fd)
+        rng = random.Random(1)
+        written, t0 = 0, time.monotonic()
+        while True:
+            for p in sorted(rng.sample(range(pages), min(batch, pages))):
+                os.pwrite(fd, page, p * 4096)
+            os.fdatasync(fd)
+            written += min(batch, pages) * 4096
+            dt = time.monotonic() - t0
+            if dt >= seconds:
+                return written / dt / 1e6
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 # ---------------------------------------------------------------------------
@@ -548,9 +607,10 @@ class Redis:
 # Load generators
 
 class Runner:
-    def __init__(self, procs, tools):
+    def __init__(self, procs, tools, disk=None):
         self.procs = procs
         self.tools = tools
+        self.disk = disk  # block device the data dirs are on, for bytes written
         self.seq = itertools.count(1)
 
     def wrk(self, url, script, conns, seconds, **args):
@@ -570,10 +630,12 @@ class Runner:
         if warmup > 0:
             self.wrk(url, script, conns, warmup, prefix="b%dw-" % run, seed=run * 2, **args)
         m0 = metrics() if metrics else None
+        d0 = disk_written(self.disk)
         s0, c0, t0 = server_cpu(), children_cpu(), time.monotonic()
         r = self.wrk(url, script, conns, seconds, prefix="b%dm-" % run, seed=run * 2 + 1, **args)
         wall = time.monotonic() - t0
         s1, c1 = server_cpu(), children_cpu()
+        d1 = disk_written(self.disk)
         m1 = metrics() if metrics else None
         dur = r["duration_us"] / 1e6
         ok = r["requests"] - r["err_status"]
@@ -585,6 +647,10 @@ class Runner:
                    + r["err_read"] + r["err_write"],
                    server_cpu_pct=100 * (s1 - s0) / wall,
                    client_cpu_pct=100 * (c1 - c0) / wall)
+        if d0 is not None and d1 is not None:
+            res["disk_mb_s"] = (d1 - d0) / wall / 1e6
+            if ok > 0:
+                res["disk_kb_per_op"] = (d1 - d0) / ok / 1000
         if m0 and m1:
             de = m1.get("raftkv_entries_proposed_total", 0) - m0.get("raftkv_entries_proposed_total", 0)
             dc = m1.get("raftkv_commands_proposed_total", 0) - m0.get("raftkv_commands_proposed_total", 0)
@@ -736,7 +802,7 @@ class Results:
     def add_workload(self, figure, label, system, res):
         units = dict(ops_s="ops/s", p50_ms="ms", p99_ms="ms", p999_ms="ms", max_ms="ms",
                      requests="", errors="", cmds_per_entry="", server_cpu_pct="%",
-                     client_cpu_pct="%")
+                     client_cpu_pct="%", disk_mb_s="MB/s", disk_kb_per_op="kB")
         for k, u in units.items():
             if k in res:
                 self.add(figure, label, system, k, res[k], u)
@@ -785,7 +851,8 @@ def render_table(res, get=None, spread=None):
     a value (default: from res); `spread` adds a column of (max-min)/median."""
     get = get or res.get
     baselines = [s for s in SYSTEMS[1:] if any(get(f, s, "ops_s") is not None for f in res.order)]
-    head = ["figure", "raftkv", "p50 ms", "p99 ms", "cmd/entry", "err", "cpu srv/cli %"]
+    head = ["figure", "raftkv", "p50 ms", "p99 ms", "cmd/entry", "err", "cpu srv/cli %",
+            "disk kB/op"]
     if spread:
         head.append("spread")
     for b in baselines:
@@ -797,7 +864,8 @@ def render_table(res, get=None, spread=None):
                fmt(get(f, "raftkv", "p50_ms")), fmt(get(f, "raftkv", "p99_ms")),
                fmt(get(f, "raftkv", "cmds_per_entry")), fmt(get(f, "raftkv", "errors")),
                "%s/%s" % (fmt(get(f, "raftkv", "server_cpu_pct")),
-                          fmt(get(f, "raftkv", "client_cpu_pct")))]
+                          fmt(get(f, "raftkv", "client_cpu_pct"))),
+               fmt(get(f, "raftkv", "disk_kb_per_op"))]
         if spread:
             row.append(spread(f, "raftkv", "ops_s"))
         mine = get(f, "raftkv", "ops_s")
@@ -852,7 +920,7 @@ class Bench:
         self.tools = tools
         self.work = Path(workdir)
         self.res = results
-        self.run = Runner(procs, tools)
+        self.run = Runner(procs, tools, disk_device(workdir))
         self.binary = tools["raftkv"]
         self.clusters = []
 
@@ -880,9 +948,21 @@ class Bench:
             self.res.add_workload(fig, label, "raftkv", r)
             if r["requests"] - r["errors"] <= 0:
                 raise BenchError("%s: no request succeeded" % label)
+        self.disk_ceiling(8 * MiB, 0.3)
         lk = self.lmdb_lookup(c, n, 1)
         self.res.add("lmdb_lookup", LOOKUP_LABEL, "raftkv", "ns", lk["ns_per_get"], "ns")
         c.stop()
+
+    def disk_ceiling(self, file_bytes, seconds):
+        """disk_page_ceiling() where the data directories are: the rate of
+        random 4 KiB page writes that bounds overwrites of random keys once
+        the store has more leaf pages than a commit has writes."""
+        if self.run.disk is None:
+            return
+        mb_s = disk_page_ceiling(self.work, file_bytes, seconds)
+        self.res.add("disk_ceiling", "disk: random 4 KiB pages, 1024 per fdatasync, one "
+                     "writer (%s)" % self.run.disk, "raftkv", "mb_s", mb_s, "MB/s")
+        log("disk %s: %.0f MB/s of random 4 KiB pages" % (self.run.disk, mb_s))
 
     def lmdb_lookup(self, c, keys, seconds):
         """bench/lookup.c on a follower's store: what one mdb_get of a random
@@ -976,10 +1056,14 @@ class Bench:
             c.remove_data()
 
     # -- phase C: 1M keys ------------------------------------------------------
-    def scale(self):
+    def scale(self, rest=True):
+        """Load the big store, then the store-growth series; with `rest`,
+        also memory, snapshot, restart and catch-up (phase 'growth' stops
+        after the series: a quicker A/B of what the size of the store costs)."""
         n = self.o.load_keys
         kn = "%dM" % (n // 1_000_000) if n % 1_000_000 == 0 else "%dk" % (n // 1000)
         small_n = 1000
+        self.disk_ceiling(256 * MiB, 3.0)
         # Two clusters side by side, one holding 1k keys and one holding n:
         # what the size of the store costs is their ratio, measured in
         # alternation (the machine drifts more over minutes than the effect).
@@ -1007,6 +1091,10 @@ class Bench:
         self.store_growth(small, small_n, c, n, kn)
         small.stop()
         small.remove_data()
+        if not rest:
+            c.stop()
+            c.remove_data()
+            return
 
         self.snapshot(c, kn)
         self.memory(c, "after the snapshot", "snap")
@@ -1030,13 +1118,15 @@ class Bench:
         stored key makes every write copy a different leaf."""
         saved = self.o.read_keys
         big_small_set = "%s_read_1k" % kn
+        kinds = (("get-stale", "read_stale_c64", "read stale, 64 conns"),
+                 ("get-lin", "read_lin_c64", "read linearizable, 64 conns"),
+                 ("mix", "mix_90_10_c64", "mix 90% read/10% write, 64 conns"),
+                 ("overwrite", "overwrite_100B_c64", "overwrite random keys, 100 B, 64 conns"),
+                 ("put", "write_100B_c64", "write 100 B, 64 conns"))
+        if self.o.growth_kinds:
+            kinds = tuple(k for k in kinds if k[0] in self.o.growth_kinds)
         try:
-            for kind, fig, label in (("get-stale", "read_stale_c64", "read stale, 64 conns"),
-                                     ("get-lin", "read_lin_c64", "read linearizable, 64 conns"),
-                                     ("mix", "mix_90_10_c64", "mix 90% read/10% write, 64 conns"),
-                                     ("overwrite", "overwrite_100B_c64",
-                                      "overwrite random keys, 100 B, 64 conns"),
-                                     ("put", "write_100B_c64", "write 100 B, 64 conns")):
+            for kind, fig, label in kinds:
                 series = [("1k", small, small_n, "%s keys stored" % "1k"),
                           (kn, big, big_n, "%s keys stored" % kn)]
                 if kind != "put":
@@ -1056,8 +1146,9 @@ class Bench:
                     self.res.add_workload("%s_%s_keys" % (fig, tag),
                                           "%s, %s (median of %d)" % (label, what, reps),
                                           "raftkv", ordered[len(ordered) // 2])
-                    log("%s, %s: %s op/s" % (label, what, " ".join(
-                        "%.0f" % r["ops_s"] for r in runs[tag])))
+                    log("%s, %s: %s op/s; disk %s kB/op" % (label, what, " ".join(
+                        "%.0f" % r["ops_s"] for r in runs[tag]), " ".join(
+                        fmt(r.get("disk_kb_per_op")) for r in runs[tag])))
                 for tag, metric in ((kn, kind), (big_small_set, kind + "_1k_set")):
                     if tag not in runs:
                         continue
@@ -1421,7 +1512,11 @@ def main(argv=None):
     ap.add_argument("--load-keys", type=int, help="keys for the load/memory/snapshot phase")
     ap.add_argument("--read-keys", type=int, help="preloaded keys the reads pick from")
     ap.add_argument("--phases", default="workloads,sizes,scale",
-                    help="comma-separated subset of workloads,sizes,scale")
+                    help="comma-separated subset of workloads,sizes,scale,growth "
+                         "(growth: only scale's 1k-vs-big series)")
+    ap.add_argument("--growth-kinds", type=lambda v: set(v.split(",")),
+                    help="the store-growth series to run, of get-stale,get-lin,mix,"
+                         "overwrite,put (default: all)")
     ap.add_argument("--out", help="CSV path (default bench/results/<timestamp>.csv; "
                                   "smoke: none unless given)")
     ap.add_argument("--keep", action="store_true", help="keep the data directories")
@@ -1436,6 +1531,12 @@ def main(argv=None):
         if getattr(o, k, None) is None:
             setattr(o, k, v)
     phases = set(o.phases.split(","))
+    if not phases <= {"workloads", "sizes", "scale", "growth"}:
+        ap.error("--phases: unknown phase(s) %s" % ",".join(sorted(
+            phases - {"workloads", "sizes", "scale", "growth"})))
+    kinds = {"get-stale", "get-lin", "mix", "overwrite", "put"}
+    if o.growth_kinds and not o.growth_kinds <= kinds:
+        ap.error("--growth-kinds: unknown series %s" % ",".join(sorted(o.growth_kinds - kinds)))
 
     procs = Procs()
 
@@ -1472,6 +1573,8 @@ def main(argv=None):
                 bench.sizes()
             if "scale" in phases and o.load_keys > 0:
                 bench.scale()
+            elif "growth" in phases and o.load_keys > 0:
+                bench.scale(rest=False)
         ok = True
     except KeyboardInterrupt as e:
         log("interrupted (%s)" % (e or "SIGINT"))
