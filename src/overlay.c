@@ -15,6 +15,16 @@
 #define OVERLAY_ENTRY_COST 64 /* what a commit writes per key beyond it */
 #define OVERLAY_MIN_SLOTS 1024
 
+/* What one write since the mark replaced in an entry that was there at
+ * the mark (entries made since the mark are simply dropped). */
+struct overlay_undo
+{
+    uint32_t entry;
+    bool tomb;
+    uint8_t *val;
+    size_t vlen;
+};
+
 struct overlay_chunk
 {
     struct overlay_chunk *next;
@@ -72,6 +82,7 @@ void overlay_free(struct overlay *o)
     free(o->entries);
     free(o->slots);
     free(o->order);
+    free(o->undo);
     overlay_init(o);
 }
 
@@ -99,6 +110,8 @@ void overlay_reset(struct overlay *o)
     o->n = 0;
     o->norder = 0;
     o->bytes = 0;
+    o->nundo = 0;
+    o->marked = false;
 }
 
 /* @n bytes from the arena, 8-aligned; NULL when out of memory. */
@@ -207,6 +220,26 @@ static struct overlay_entry *entry_for(struct overlay *o, unsigned table,
     return e;
 }
 
+/* Before changing @e: if a mark is set and @e was there at the mark,
+ * remember what it held.  Errors: -ENOMEM (nothing changed). */
+static int undo_note(struct overlay *o, const struct overlay_entry *e)
+{
+    size_t i = (size_t)(e - o->entries);
+    if (!o->marked || i >= o->mark_n)
+        return 0;
+    if (o->nundo == o->undo_cap) {
+        size_t cap = o->undo_cap ? o->undo_cap * 2 : 64;
+        struct overlay_undo *u = realloc(o->undo, cap * sizeof *u);
+        if (u == NULL)
+            return -ENOMEM;
+        o->undo = u;
+        o->undo_cap = cap;
+    }
+    o->undo[o->nundo++] = (struct overlay_undo){
+        .entry = (uint32_t)i, .tomb = e->tomb, .val = e->val, .vlen = e->vlen};
+    return 0;
+}
+
 static int check_key(unsigned table, size_t klen)
 {
     if (klen == 0 || klen > UINT32_MAX || table > UINT8_MAX)
@@ -225,7 +258,7 @@ int overlay_put(struct overlay *o, unsigned table, const void *key,
     if (v == NULL)
         return -ENOMEM;
     struct overlay_entry *e = entry_for(o, table, key, klen);
-    if (e == NULL)
+    if (e == NULL || undo_note(o, e) != 0)
         return -ENOMEM;
     if (!e->tomb) /* a new entry starts as a tombstone */
         o->bytes -= e->vlen;
@@ -244,7 +277,7 @@ int overlay_del(struct overlay *o, unsigned table, const void *key,
     if (rv != 0)
         return rv;
     struct overlay_entry *e = entry_for(o, table, key, klen);
-    if (e == NULL)
+    if (e == NULL || undo_note(o, e) != 0)
         return -ENOMEM;
     if (!e->tomb)
         o->bytes -= e->vlen;
@@ -271,6 +304,54 @@ enum overlay_found overlay_get(const struct overlay *o, unsigned table,
     if (vlen != NULL)
         *vlen = e->vlen;
     return OVERLAY_VALUE;
+}
+
+int overlay_mark(struct overlay *o)
+{
+    if (o->marked)
+        return -EBUSY;
+    o->marked = true;
+    o->mark_n = o->n;
+    o->mark_bytes = o->bytes;
+    o->nundo = 0;
+    return 0;
+}
+
+void overlay_release(struct overlay *o)
+{
+    o->marked = false;
+    o->nundo = 0;
+}
+
+void overlay_rollback(struct overlay *o)
+{
+    if (!o->marked)
+        return;
+    /* Newest first, so that an entry written twice ends as at the mark. */
+    while (o->nundo > 0) {
+        const struct overlay_undo *u = &o->undo[--o->nundo];
+        struct overlay_entry *e = &o->entries[u->entry];
+        e->tomb = u->tomb;
+        e->val = u->val;
+        e->vlen = u->vlen;
+    }
+    if (o->n > o->mark_n) {
+        /* Entries made since the mark go; rebuilding the hash table is
+         * simpler than deleting from it, and a rollback is rare (a write
+         * transaction that failed). */
+        o->n = o->mark_n;
+        memset(o->slots, 0, o->nslots * sizeof *o->slots);
+        for (size_t j = 0; j < o->n; j++) {
+            size_t i = (size_t)o->entries[j].hash & (o->nslots - 1);
+            while (o->slots[i] != 0)
+                i = (i + 1) & (o->nslots - 1);
+            o->slots[i] = (uint32_t)(j + 1);
+        }
+        if (o->norder > o->n)
+            o->norder = 0;
+    }
+    o->bytes = o->mark_bytes;
+    o->marked = false;
 }
 
 size_t overlay_len(const struct overlay *o) { return o->n; }

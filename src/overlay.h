@@ -44,6 +44,7 @@ struct overlay_entry
 };
 
 struct overlay_chunk;
+struct overlay_undo;
 
 struct overlay
 {
@@ -55,6 +56,10 @@ struct overlay
     size_t bytes;                 /* keys, values and a cost per entry */
     uint32_t *order;              /* entry indexes in key order */
     size_t norder;                /* how many of them are valid */
+    struct overlay_undo *undo;    /* what writes since the mark replaced */
+    size_t nundo, undo_cap;
+    bool marked;
+    size_t mark_n, mark_bytes; /* entries and bytes at the mark */
 };
 
 /* An empty overlay; allocates nothing until the first write. */
@@ -85,6 +90,18 @@ int overlay_del(struct overlay *o, unsigned table, const void *key,
 enum overlay_found overlay_get(const struct overlay *o, unsigned table,
                                const void *key, size_t klen,
                                const void **val, size_t *vlen);
+
+/* Mark the present state: the writes after it can be taken back together
+ * with overlay_rollback(), or kept with overlay_release().  One mark at a
+ * time (it is a store write transaction: several writes that stand or fall
+ * together).  Errors: -EBUSY (already marked). */
+int overlay_mark(struct overlay *o);
+
+/* Put back what the overlay held at the mark, and drop the mark. */
+void overlay_rollback(struct overlay *o);
+
+/* Keep the writes since the mark, and drop the mark. */
+void overlay_release(struct overlay *o);
 
 /* Distinct keys written (tombstones included). */
 size_t overlay_len(const struct overlay *o);

@@ -215,6 +215,63 @@ static void test_reset_forgets(void **state)
     overlay_free(&o);
 }
 
+/* A rollback puts back, key by key, what the overlay held at the mark:
+ * an old value, a tombstone, or nothing at all. */
+static void test_rollback_to_mark(void **state)
+{
+    struct overlay o;
+    char key[16];
+    (void)state;
+    overlay_init(&o);
+    put_str(&o, 0, "kept", "old");
+    put_str(&o, 0, "changed", "old");
+    assert_int_equal(overlay_del(&o, 0, "deleted", 7), 0);
+    put_str(&o, 0, "revived", "x");
+    assert_int_equal(overlay_del(&o, 0, "revived", 7), 0);
+    assert_int_equal(overlay_sort(&o), 0);
+    size_t bytes = overlay_bytes(&o);
+
+    assert_int_equal(overlay_mark(&o), 0);
+    assert_int_equal(overlay_mark(&o), -EBUSY);
+    put_str(&o, 0, "changed", "new");
+    put_str(&o, 0, "changed", "newer");
+    put_str(&o, 0, "deleted", "back");
+    put_str(&o, 0, "revived", "alive");
+    assert_int_equal(overlay_del(&o, 0, "kept", 4), 0);
+    for (int i = 0; i < 3000; i++) { /* enough to grow the table */
+        snprintf(key, sizeof key, "new%d", i);
+        put_str(&o, 1, key, "n");
+    }
+    assert_int_equal(overlay_sort(&o), 0);
+    overlay_rollback(&o);
+
+    assert_value(&o, 0, "kept", "old");
+    assert_value(&o, 0, "changed", "old");
+    assert_int_equal(overlay_get(&o, 0, "deleted", 7, NULL, NULL),
+                     OVERLAY_TOMBSTONE);
+    assert_int_equal(overlay_get(&o, 0, "revived", 7, NULL, NULL),
+                     OVERLAY_TOMBSTONE);
+    assert_int_equal(overlay_get(&o, 1, "new7", 4, NULL, NULL),
+                     OVERLAY_ABSENT);
+    assert_int_equal(overlay_len(&o), 4);
+    assert_int_equal(overlay_bytes(&o), bytes);
+    /* the order holds the four again, and nothing of table 1 */
+    assert_int_equal(overlay_sort(&o), 0);
+    assert_null(overlay_at(&o, 1, overlay_seek(&o, 1, NULL, 0)));
+    size_t i = overlay_seek(&o, 0, NULL, 0);
+    assert_memory_equal(overlay_at(&o, 0, i)->key, "changed", 7);
+    assert_memory_equal(overlay_at(&o, 0, i + 3)->key, "revived", 7);
+    assert_null(overlay_at(&o, 0, i + 4));
+
+    /* the mark is gone: a new one can be set, and released keeps writes */
+    assert_int_equal(overlay_mark(&o), 0);
+    put_str(&o, 0, "kept", "for good");
+    overlay_release(&o);
+    overlay_rollback(&o); /* no mark: nothing to do */
+    assert_value(&o, 0, "kept", "for good");
+    overlay_free(&o);
+}
+
 /* Keys the store can never hold are refused, and change nothing. */
 static void test_bad_keys_refused(void **state)
 {
@@ -240,6 +297,7 @@ int main(void)
         cmocka_unit_test(test_big_value),
         cmocka_unit_test(test_sorted_like_lmdb),
         cmocka_unit_test(test_reset_forgets),
+        cmocka_unit_test(test_rollback_to_mark),
         cmocka_unit_test(test_bad_keys_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
