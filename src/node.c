@@ -747,9 +747,24 @@ static void node_snapshot_policy(struct node *n)
 
 /* End of each loop iteration: the writes that arrived go to Raft as one
  * entry, which the linearizable reads that arrived ride on (or a no-op entry
- * if there was no write).  Applied entries reach LMDB in one commit (one fsync, which blocks
- * the loop) every STORE_FLUSH_MS or when the batch grows big; until then
- * the Raft log holds them durably and reads see them in the open batch. */
+ * if there was no write).  Applied entries go to LMDB in one commit, made
+ * by the store's writer thread, every STORE_FLUSH_MS or when they grow big
+ * (and not while the last commit runs); until then the Raft log holds them
+ * durably and reads see them in the store's overlay. */
+/* The store's writer thread ended a commit (called on that thread). */
+static void node_store_notify(void *arg)
+{
+    struct node *n = arg;
+    uv_async_send(&n->committed);
+}
+
+static void node_committed(uv_async_t *a)
+{
+    struct node *n = a->data;
+    if (n->store != NULL)
+        store_poll(n->store);
+}
+
 static void node_flush(uv_check_t *check)
 {
     struct node *n = check->data;
@@ -760,13 +775,15 @@ static void node_flush(uv_check_t *check)
         readindex_flush(&n->reads); /* reads no write took along */
         node_snapshot_policy(n);
     }
-    if (n->store == NULL || !store_batch_open(n->store))
+    if (n->store == NULL)
         return;
-    if (now - n->last_flush_ms >= STORE_FLUSH_MS ||
-        store_batch_bytes(n->store) >= STORE_FLUSH_BYTES) {
-        store_flush(n->store); /* a failure is fatal inside */
+    store_poll(n->store);
+    if (!store_pending(n->store))
+        return;
+    if ((now - n->last_flush_ms >= STORE_FLUSH_MS ||
+         store_pending_bytes(n->store) >= STORE_FLUSH_BYTES) &&
+        store_commit_start(n->store))
         n->last_flush_ms = now;
-    }
 }
 
 /* --- start and stop ------------------------------------------------------ */
@@ -844,6 +861,9 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
     uv_check_init(loop, &n->flush);
     n->flush.data = n;
     uv_check_start(&n->flush, node_flush);
+    uv_async_init(loop, &n->committed, node_committed);
+    n->committed.data = n;
+    store_set_notify(n->store, node_store_notify, n);
     return 0;
 
 err_client:
@@ -859,7 +879,7 @@ err_store:
 static void stop_step(struct node *n)
 {
     if (n->client != NULL || n->raft_open || n->tick.data != NULL ||
-        n->flush.data != NULL)
+        n->flush.data != NULL || n->committed.data != NULL)
         return;
     fsm_close(&n->fsm);
     store_close(n->store);
@@ -889,6 +909,13 @@ static void stop_flush_closed(uv_handle_t *h)
     stop_step(n);
 }
 
+static void stop_committed_closed(uv_handle_t *h)
+{
+    struct node *n = h->data;
+    n->committed.data = NULL;
+    stop_step(n);
+}
+
 static void stop_raft_closed(struct raft *r)
 {
     struct node *n = r->data;
@@ -913,6 +940,11 @@ void node_stop(struct node *n, void (*cb)(struct node *n))
         uv_close((uv_handle_t *)&n->tick, stop_tick_closed);
     if (n->flush.data != NULL)
         uv_close((uv_handle_t *)&n->flush, stop_flush_closed);
+    if (n->committed.data != NULL) {
+        /* After this the writer thread no longer touches the handle. */
+        store_set_notify(n->store, NULL, NULL);
+        uv_close((uv_handle_t *)&n->committed, stop_committed_closed);
+    }
     if (n->client != NULL)
         client_close(n->client, stop_client_closed, n);
     if (closing_raft_already)

@@ -143,7 +143,8 @@ struct node
     struct queue waiters;        /* node_wait, until a cluster exists */
     struct node_apply_req init;  /* the bootstrap's first entry */
     uv_timer_t tick;
-    uv_check_t flush; /* proposes writes, commits the store's batch */
+    uv_check_t flush; /* proposes writes, starts the store's commits */
+    uv_async_t committed; /* the store's writer thread ended a commit */
     uint64_t last_flush_ms;
     /* Snapshot settings last given to libraft (node_snapshot_policy). */
     unsigned snap_threshold, snap_trailing;

@@ -13,20 +13,57 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <pthread.h>
+
 #include <openssl/evp.h>
 
 #include "log.h"
+#include "overlay.h"
 
 #define STORE_RECORD_HEADER 24
 #define STORE_MAP_CEILING ((size_t)1 << 40) /* 1 TiB of address space */
+
+/* Overlay tables; the first two are the ones that count entries. */
+enum
+{
+    T_KV = 0,
+    T_MEMBERS = 1,
+    T_META = 2,
+};
+
+enum writer_state
+{
+    W_IDLE, /* nothing handed over */
+    W_WORK, /* the sealed overlay is being committed */
+    W_DONE, /* committed (or failed: wrc): the loop thread must reap it */
+    W_STOP, /* asked to exit */
+};
 
 struct store
 {
     MDB_env *env;
     MDB_dbi kv, members, meta;
     size_t map_size;
-    MDB_txn *batch; /* open write transaction holding applied entries */
-    uint64_t batch_bytes; /* bytes written into it, roughly */
+    /* Applied writes not yet committed: ov[active] takes them; while
+     * @sealed, ov[!active] is with the writer (or committed and not yet
+     * reaped).  Reads look in ov[active], then the sealed one, then @rtxn. */
+    struct overlay ov[2];
+    int active;
+    bool sealed;
+    int64_t delta[2][2];   /* per overlay, per counted table: keys added */
+    bool cleared[2][2];    /* per overlay, per table: emptied, then written */
+    int64_t mark_delta[2]; /* ov[active]'s deltas when the txn began */
+    bool mark_cleared[2];
+    bool in_write;         /* a write transaction is open */
+    MDB_txn *rtxn;         /* the last commit, as the loop thread sees it */
+    pthread_t writer;
+    bool writer_started;
+    pthread_mutex_t mu; /* guards wstate and wrc */
+    pthread_cond_t cv;
+    enum writer_state wstate;
+    int wrc;
+    void (*notify)(void *arg); /* from the writer thread */
+    void *notify_arg;
     void (*fatal)(void *arg, const char *what);
     void *fatal_arg;
     char path[4096];
@@ -82,6 +119,163 @@ static uint64_t member_key_id(const uint8_t *p)
     return v;
 }
 
+static MDB_dbi table_dbi(const struct store *s, unsigned table)
+{
+    return table == T_KV ? s->kv : table == T_MEMBERS ? s->members : s->meta;
+}
+
+/* Writer thread: commit the sealed overlay in one LMDB transaction, in key
+ * order (LMDB takes sorted writes best). */
+static int writer_commit(struct store *s, struct overlay *o)
+{
+    MDB_txn *txn;
+    int rc = overlay_sort(o) != 0 ? ENOMEM : 0;
+
+    if (rc == 0)
+        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != 0)
+        return rc;
+    for (unsigned table = T_KV; table <= T_META; table++) {
+        MDB_dbi dbi = table_dbi(s, table);
+        const struct overlay_entry *e;
+        if (table != T_META && s->cleared[!s->active][table] &&
+            (rc = mdb_drop(txn, dbi, 0)) != 0) {
+            mdb_txn_abort(txn);
+            return rc;
+        }
+        for (size_t i = overlay_seek(o, table, NULL, 0);
+             (e = overlay_at(o, table, i)) != NULL; i++) {
+            MDB_val k = {e->klen, (void *)e->key}, v = {e->vlen, e->val};
+            rc = e->tomb ? mdb_del(txn, dbi, &k, NULL)
+                         : mdb_put(txn, dbi, &k, &v, 0);
+            if (rc == MDB_NOTFOUND) /* deleted here, never committed */
+                rc = 0;
+            if (rc != 0) {
+                mdb_txn_abort(txn);
+                return rc;
+            }
+        }
+    }
+    return mdb_txn_commit(txn);
+}
+
+static void *writer_main(void *arg)
+{
+    struct store *s = arg;
+
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (s->wstate != W_WORK && s->wstate != W_STOP)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (s->wstate == W_STOP)
+            break;
+        /* The loop thread reads the sealed overlay meanwhile, but does not
+         * change it until this commit is reaped. */
+        struct overlay *o = &s->ov[!s->active];
+        pthread_mutex_unlock(&s->mu);
+        int rc = writer_commit(s, o);
+        pthread_mutex_lock(&s->mu);
+        s->wrc = rc;
+        s->wstate = W_DONE;
+        pthread_cond_broadcast(&s->cv);
+        if (s->notify != NULL)
+            s->notify(s->notify_arg);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* See the last commit: the read transaction moves up to it. */
+static int rtxn_renew(struct store *s)
+{
+    mdb_txn_reset(s->rtxn);
+    return mdb_txn_renew(s->rtxn);
+}
+
+static void store_fail(struct store *s, int rc, const char *what)
+{
+    log_error("lmdb %s: %s", what, mdb_strerror(rc));
+    if (s->fatal != NULL)
+        s->fatal(s->fatal_arg, "cannot commit applied entries to the store");
+}
+
+/* Double the map.  The writer must be idle: no transaction may be active
+ * in the process, so the read transaction is reset around it. */
+static int map_grow(struct store *s)
+{
+    size_t next = s->map_size * 2;
+    int rc;
+
+    if (next > STORE_MAP_CEILING)
+        return STORE_EFULL;
+    mdb_txn_reset(s->rtxn);
+    rc = mdb_env_set_mapsize(s->env, next);
+    int rc2 = mdb_txn_renew(s->rtxn);
+    if (rc != 0)
+        return store_err(rc, "set_mapsize");
+    if (rc2 != 0)
+        return store_err(rc2, "txn_renew");
+    s->map_size = next;
+    log_info("store map grown to %zu MiB", next >> 20);
+    return 0;
+}
+
+/* Loop thread: if the writer finished a commit, take it in.  A full map is
+ * grown and the same overlay handed over again; any other failure is fatal
+ * (the node answered for those entries). */
+static void reap(struct store *s)
+{
+    int rc;
+
+    pthread_mutex_lock(&s->mu);
+    if (s->wstate != W_DONE) {
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    rc = s->wrc;
+    s->wstate = W_IDLE;
+    pthread_mutex_unlock(&s->mu);
+    if (rc == MDB_MAP_FULL && map_grow(s) == 0) {
+        pthread_mutex_lock(&s->mu);
+        s->wstate = W_WORK;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    if (rc != 0) {
+        store_fail(s, rc, "commit");
+        return; /* keep the sealed overlay: reads still see it */
+    }
+    if ((rc = rtxn_renew(s)) != 0) {
+        store_fail(s, rc, "txn_renew");
+        return;
+    }
+    overlay_reset(&s->ov[!s->active]);
+    s->delta[!s->active][T_KV] = s->delta[!s->active][T_MEMBERS] = 0;
+    s->cleared[!s->active][T_KV] = s->cleared[!s->active][T_MEMBERS] = false;
+    s->sealed = false;
+}
+
+/* Loop thread: wait until the writer has nothing in hand. */
+static void wait_writer(struct store *s)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (s->wstate == W_WORK)
+            pthread_cond_wait(&s->cv, &s->mu);
+        pthread_mutex_unlock(&s->mu);
+        bool was_sealed = s->sealed;
+        reap(s);
+        if (!s->sealed || !was_sealed)
+            return;
+        pthread_mutex_lock(&s->mu);
+        bool again = s->wstate == W_WORK; /* handed over again after growth */
+        pthread_mutex_unlock(&s->mu);
+        if (!again)
+            return; /* failed: fatal was called */
+    }
+}
+
 int store_open(struct store **out, const char *dir, size_t map_size)
 {
     struct store *s = calloc(1, sizeof *s);
@@ -118,6 +312,20 @@ int store_open(struct store **out, const char *dir, size_t map_size)
     rc = mdb_txn_commit(txn);
     if (rc != 0)
         goto err_env;
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->rtxn);
+    if (rc != 0)
+        goto err_env;
+    overlay_init(&s->ov[0]);
+    overlay_init(&s->ov[1]);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if ((rc = pthread_create(&s->writer, NULL, writer_main, s)) != 0) {
+        mdb_txn_abort(s->rtxn);
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
+        goto err_env;
+    }
+    s->writer_started = true;
     *out = s;
     return 0;
 
@@ -139,51 +347,99 @@ void store_set_fatal(struct store *s, void (*fatal)(void *arg,
     s->fatal_arg = arg;
 }
 
-int store_flush(struct store *s)
+void store_set_notify(struct store *s, void (*notify)(void *arg), void *arg)
 {
-    int rc;
-    if (s->batch == NULL)
-        return 0;
-    rc = mdb_txn_commit(s->batch);
-    s->batch = NULL;
-    s->batch_bytes = 0;
-    if (rc != 0) {
-        /* Applied entries are gone from the store but the node already
-         * answered for them: it must stop (they replay after a restart). */
-        log_error("lmdb commit of applied entries failed: %s",
-                  mdb_strerror(rc));
-        if (s->fatal != NULL)
-            s->fatal(s->fatal_arg, "cannot commit applied entries to the "
-                                   "store");
-        return rc == MDB_MAP_FULL ? STORE_EFULL : STORE_EIO;
+    pthread_mutex_lock(&s->mu);
+    s->notify = notify;
+    s->notify_arg = arg;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void store_poll(struct store *s)
+{
+    reap(s);
+}
+
+/* Grow the map before it fills, while the writer is idle: a full map in
+ * the writer costs a retry of the whole commit.  LMDB reports committed
+ * pages only; copy-on-write makes a commit take about its size again in
+ * new pages, and the branch pages above each leaf it touches. */
+static int headroom(struct store *s, uint64_t pending)
+{
+    MDB_envinfo info;
+    MDB_stat ms;
+
+    for (int i = 0; i < 8; i++) {
+        mdb_env_info(s->env, &info);
+        mdb_env_stat(s->env, &ms);
+        uint64_t used = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+        if (used + 4 * pending < info.me_mapsize / 4 * 3)
+            return 0;
+        int rc = map_grow(s);
+        if (rc != 0)
+            return rc;
     }
     return 0;
+}
+
+bool store_commit_start(struct store *s)
+{
+    struct overlay *o = &s->ov[s->active];
+
+    reap(s);
+    if (s->sealed || s->in_write || overlay_len(o) == 0)
+        return false;
+    if (headroom(s, overlay_bytes(o)) != 0) {
+        /* The writer will hit the full map and fail loudly. */
+        log_warn("store map cannot grow ahead of a commit");
+    }
+    pthread_mutex_lock(&s->mu);
+    s->active = !s->active;
+    s->sealed = true;
+    s->wstate = W_WORK;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return true;
+}
+
+int store_flush(struct store *s)
+{
+    if (s->in_write)
+        return STORE_EINVAL;
+    wait_writer(s);
+    if (s->sealed)
+        return STORE_EIO; /* the writer failed; fatal was called */
+    if (store_commit_start(s))
+        wait_writer(s);
+    return s->sealed ? STORE_EIO : 0;
 }
 
 void store_close(struct store *s)
 {
     if (s == NULL)
         return;
-    store_flush(s);
+    if (s->writer_started) {
+        s->in_write = false;
+        store_flush(s);
+        pthread_mutex_lock(&s->mu);
+        s->wstate = W_STOP;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->writer, NULL);
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
+        mdb_txn_abort(s->rtxn);
+    }
+    overlay_free(&s->ov[0]);
+    overlay_free(&s->ov[1]);
     mdb_env_close(s->env);
     free(s);
 }
 
 int store_grow(struct store *s)
 {
-    size_t next = s->map_size * 2;
-    int rc;
-
-    if (next > STORE_MAP_CEILING)
-        return STORE_EFULL;
-    if ((rc = store_flush(s)) != 0)
-        return rc;
-    rc = mdb_env_set_mapsize(s->env, next);
-    if (rc != 0)
-        return store_err(rc, "set_mapsize");
-    s->map_size = next;
-    log_info("store map grown to %zu MiB", next >> 20);
-    return 0;
+    wait_writer(s);
+    return map_grow(s);
 }
 
 int store_sync(struct store *s)
@@ -194,56 +450,45 @@ int store_sync(struct store *s)
     return store_err(mdb_env_sync(s->env, 1), "sync");
 }
 
-/* Grow the map before it fills: a full map inside the batch would cost the
- * whole batch, not just one entry.  LMDB reports only committed pages, so
- * the batch's own writes are counted twice over (copy-on-write touches the
- * branch pages above each leaf too). */
-static int store_headroom(struct store *s)
+/* Entries of @table in the layers below the open overlay. */
+static int64_t counted_below(const struct store *s, unsigned table)
 {
-    MDB_envinfo info;
     MDB_stat ms;
-    int rc;
+    int64_t n = 0;
+    bool sealed_cleared = s->sealed && s->cleared[!s->active][table];
+    if (!sealed_cleared && mdb_stat(s->rtxn, table_dbi(s, table), &ms) == 0)
+        n = (int64_t)ms.ms_entries;
+    if (s->sealed)
+        n += s->delta[!s->active][table];
+    return n;
+}
 
-    mdb_env_info(s->env, &info);
-    mdb_env_stat(s->env, &ms);
-    uint64_t used = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize +
-                    2 * s->batch_bytes;
-    if (used < info.me_mapsize / 4 * 3)
-        return 0;
-    if ((rc = store_flush(s)) != 0)
-        return rc;
-    mdb_env_info(s->env, &info);
-    used = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
-    if (used < info.me_mapsize / 2)
-        return 0;
-    return store_grow(s);
+static int64_t counted(const struct store *s, unsigned table, MDB_dbi dbi)
+{
+    (void)dbi;
+    int64_t n = s->delta[s->active][table];
+    if (!s->cleared[s->active][table])
+        n += counted_below(s, table);
+    return n < 0 ? 0 : n;
 }
 
 int store_stat(struct store *s, struct store_stat *st)
 {
-    MDB_txn *txn;
     MDB_stat ms;
     MDB_envinfo info;
     struct stat fs;
     char file[4200];
-    int rc;
 
     memset(st, 0, sizeof *st);
-    /* Counted inside the batch when one is open; sizes are as last flushed. */
-    txn = s->batch;
-    rc = txn ? 0 : mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
-    if (rc != 0)
-        return store_err(rc, "stat");
-    if (mdb_stat(txn, s->kv, &ms) == 0)
-        st->keys = ms.ms_entries;
-    if (mdb_stat(txn, s->members, &ms) == 0)
-        st->members = ms.ms_entries;
+    reap(s);
+    /* Counts include the writes not committed yet; sizes are as of the
+     * last commit. */
+    st->keys = (uint64_t)counted(s, T_KV, s->kv);
+    st->members = (uint64_t)counted(s, T_MEMBERS, s->members);
     mdb_env_info(s->env, &info);
     mdb_env_stat(s->env, &ms);
     st->used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
     st->map_bytes = info.me_mapsize;
-    if (txn != s->batch)
-        mdb_txn_abort(txn);
     snprintf(file, sizeof file, "%s/data.mdb", s->path);
     if (stat(file, &fs) == 0)
         st->file_bytes = (uint64_t)fs.st_size;
@@ -252,57 +497,124 @@ int store_stat(struct store *s, struct store_stat *st)
 
 int store_txn_begin(struct store *s, bool write, struct store_txn *t)
 {
-    int rc;
-
     t->store = s;
     t->write = write;
-    t->shared = false;
-    t->txn = NULL;
-    if (!write) {
-        /* Readers must see every applied entry: inside the batch if one is
-         * open, rather than forcing a disk sync. */
-        if (s->batch != NULL) {
-            t->txn = s->batch;
-            t->shared = true;
-            return 0;
-        }
-        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &t->txn);
-        return store_err(rc, "txn_begin");
-    }
-    if ((rc = store_headroom(s)) != 0)
-        return rc;
-    if (s->batch == NULL) {
-        rc = mdb_txn_begin(s->env, NULL, 0, &s->batch);
-        if (rc != 0)
-            return store_err(rc, "txn_begin");
-    }
-    /* A child per write: one that fails is undone alone. */
-    rc = mdb_txn_begin(s->env, s->batch, 0, &t->txn);
-    return store_err(rc, "txn_begin");
+    t->shared = true;
+    t->txn = s->rtxn;
+    if (!write)
+        return 0;
+    if (s->in_write)
+        return STORE_EINVAL;
+    if (overlay_mark(&s->ov[s->active]) != 0)
+        return STORE_EIO;
+    s->mark_delta[T_KV] = s->delta[s->active][T_KV];
+    s->mark_delta[T_MEMBERS] = s->delta[s->active][T_MEMBERS];
+    s->mark_cleared[T_KV] = s->cleared[s->active][T_KV];
+    s->mark_cleared[T_MEMBERS] = s->cleared[s->active][T_MEMBERS];
+    s->in_write = true;
+    return 0;
 }
 
 int store_txn_commit(struct store_txn *t)
 {
-    int rc;
-    if (!t->write) {
-        store_txn_abort(t);
-        return 0;
+    if (t->write && t->store->in_write) {
+        overlay_release(&t->store->ov[t->store->active]);
+        t->store->in_write = false;
     }
-    rc = mdb_txn_commit(t->txn);
     t->txn = NULL;
-    return store_err(rc, "commit");
+    return 0;
 }
 
 void store_txn_abort(struct store_txn *t)
 {
-    if (t->txn != NULL && !t->shared)
-        mdb_txn_abort(t->txn);
+    struct store *s = t->store;
+    if (t->write && s != NULL && s->in_write) {
+        overlay_rollback(&s->ov[s->active]);
+        s->delta[s->active][T_KV] = s->mark_delta[T_KV];
+        s->delta[s->active][T_MEMBERS] = s->mark_delta[T_MEMBERS];
+        s->cleared[s->active][T_KV] = s->mark_cleared[T_KV];
+        s->cleared[s->active][T_MEMBERS] = s->mark_cleared[T_MEMBERS];
+        s->in_write = false;
+    }
     t->txn = NULL;
 }
 
-uint64_t store_batch_bytes(const struct store *s) { return s->batch_bytes; }
+uint64_t store_pending_bytes(const struct store *s)
+{
+    return overlay_bytes(&s->ov[s->active]);
+}
 
-bool store_batch_open(const struct store *s) { return s->batch != NULL; }
+bool store_pending(const struct store *s)
+{
+    return overlay_len(&s->ov[s->active]) > 0;
+}
+
+/* --- the layers: the open overlay, the sealed one, the last commit ------ */
+
+static int raw_get(struct store *s, unsigned table, const MDB_val *k,
+                   MDB_val *v)
+{
+    const void *val;
+    size_t vlen;
+    enum overlay_found f =
+        overlay_get(&s->ov[s->active], table, k->mv_data, k->mv_size, &val,
+                    &vlen);
+    bool below_gone = table != T_META && s->cleared[s->active][table];
+    if (f == OVERLAY_ABSENT && s->sealed && !below_gone) {
+        f = overlay_get(&s->ov[!s->active], table, k->mv_data, k->mv_size,
+                        &val, &vlen);
+        below_gone = table != T_META && s->cleared[!s->active][table];
+    }
+    if (f == OVERLAY_TOMBSTONE || (f == OVERLAY_ABSENT && below_gone))
+        return MDB_NOTFOUND;
+    if (f == OVERLAY_VALUE) {
+        v->mv_data = (void *)val;
+        v->mv_size = vlen;
+        return 0;
+    }
+    MDB_val kk = *k;
+    return mdb_get(s->rtxn, table_dbi(s, table), &kk, v);
+}
+
+/* Room for a value of v->mv_size bytes under @k, at v->mv_data. */
+static int raw_put(struct store_txn *t, unsigned table, const MDB_val *k,
+                   MDB_val *v)
+{
+    struct store *s = t->store;
+    MDB_val old;
+    void *p;
+    int rc;
+
+    if (!t->write || !s->in_write)
+        return EINVAL;
+    bool existed = table == T_META || raw_get(s, table, k, &old) == 0;
+    rc = overlay_put(&s->ov[s->active], table, k->mv_data, k->mv_size,
+                     v->mv_size, &p);
+    if (rc != 0)
+        return rc == -EINVAL ? MDB_BAD_VALSIZE : ENOMEM;
+    v->mv_data = p;
+    if (!existed)
+        s->delta[s->active][table]++;
+    return 0;
+}
+
+static int raw_del(struct store_txn *t, unsigned table, const MDB_val *k)
+{
+    struct store *s = t->store;
+    MDB_val old;
+    int rc;
+
+    if (!t->write || !s->in_write)
+        return EINVAL;
+    if ((rc = raw_get(s, table, k, &old)) != 0)
+        return rc;
+    rc = overlay_del(&s->ov[s->active], table, k->mv_data, k->mv_size);
+    if (rc != 0)
+        return rc == -EINVAL ? MDB_BAD_VALSIZE : ENOMEM;
+    if (table != T_META)
+        s->delta[s->active][table]--;
+    return 0;
+}
 
 /* Record layout: u64 create_index, u64 mod_index, u64 version, then (only
  * for long keys) u16 key length and the whole key, then the value. */
@@ -380,7 +692,7 @@ int store_kv_get(struct store_txn *t, const void *key, size_t klen,
 
     if ((rc = key_encode(key, klen, &k)) != 0)
         return rc;
-    rc = mdb_get(t->txn, t->store->kv, &k.val, &v);
+    rc = raw_get(t->store, T_KV, &k.val, &v);
     if (rc != 0)
         return store_err(rc, "get");
     rc = record_decode(&k.val, &v, rec, &full, &full_len);
@@ -403,17 +715,11 @@ int store_kv_put(struct store_txn *t, const void *key, size_t klen,
 
     if ((rc = key_encode(key, klen, &k)) != 0)
         return rc;
-    /* Keys that share a long prefix are ordered by hash in LMDB but by the
-     * whole key in iteration: only shorter keys may be appended in
-     * iteration order. */
-    if (klen >= STORE_LONG_PREFIX)
-        append = false;
+    (void)append; /* the writer commits in key order anyway */
     /* MDB_RESERVE lets us write the record in place: no temporary copy. */
-    rc = mdb_put(t->txn, t->store->kv, &k.val, &v,
-                 MDB_RESERVE | (append ? MDB_APPEND : 0));
+    rc = raw_put(t, T_KV, &k.val, &v);
     if (rc != 0)
         return store_err(rc, "put");
-    t->store->batch_bytes += k.val.mv_size + v.mv_size + 64;
     uint8_t *p = v.mv_data;
     put_u64(p, rec->create_index);
     put_u64(p + 8, rec->mod_index);
@@ -436,24 +742,40 @@ int store_kv_del(struct store_txn *t, const void *key, size_t klen)
     int rc;
     if ((rc = key_encode(key, klen, &k)) != 0)
         return rc;
-    return store_err(mdb_del(t->txn, t->store->kv, &k.val, NULL), "del");
+    return store_err(raw_del(t, T_KV, &k.val), "del");
 }
 
 int store_count(struct store_txn *t, enum store_table table, uint64_t *n)
 {
-    MDB_stat ms;
-    MDB_dbi dbi = table == STORE_KV ? t->store->kv : t->store->members;
-    int rc = mdb_stat(t->txn, dbi, &ms);
-    if (rc != 0)
-        return store_err(rc, "stat");
-    *n = ms.ms_entries;
+    struct store *s = t->store;
+    *n = table == STORE_KV ? (uint64_t)counted(s, T_KV, s->kv)
+                           : (uint64_t)counted(s, T_MEMBERS, s->members);
     return 0;
 }
 
+/* Emptying a table is one more write of the transaction: the open
+ * overlay hides everything below it for that table (and what it held for
+ * it), and the writer drops the LMDB table before it writes the rest. */
 int store_clear(struct store_txn *t, enum store_table table)
 {
-    MDB_dbi dbi = table == STORE_KV ? t->store->kv : t->store->members;
-    return store_err(mdb_drop(t->txn, dbi, 0), "drop");
+    struct store *s = t->store;
+    struct overlay *o = &s->ov[s->active];
+    unsigned tb = table == STORE_KV ? T_KV : T_MEMBERS;
+    int rc;
+
+    if (!t->write || !s->in_write)
+        return STORE_EINVAL;
+    if ((rc = overlay_sort(o)) != 0)
+        return STORE_EIO;
+    const struct overlay_entry *e;
+    for (size_t i = overlay_seek(o, tb, NULL, 0);
+         (e = overlay_at(o, tb, i)) != NULL; i++)
+        if (!e->tomb && overlay_del(o, tb, e->key, e->klen) != 0)
+            return STORE_EIO;
+    /* Nothing is left below: counted() then sums this overlay only. */
+    s->cleared[s->active][tb] = true;
+    s->delta[s->active][tb] = 0;
+    return 0;
 }
 
 /* members value: u16 name_len, u16 raft_len, u16 http_len, then the bytes */
@@ -488,13 +810,13 @@ int store_member_put(struct store_txn *t, const struct store_member *m,
     MDB_val v;
     int rc;
 
+    (void)append;
     if (m->name_len > 0xffff || m->raft_addr_len > 0xffff ||
         m->http_addr_len > 0xffff)
         return STORE_EINVAL;
     member_key(m->id, key);
     v.mv_size = 6 + m->name_len + m->raft_addr_len + m->http_addr_len;
-    rc = mdb_put(t->txn, t->store->members, &k, &v,
-                 MDB_RESERVE | (append ? MDB_APPEND : 0));
+    rc = raw_put(t, T_MEMBERS, &k, &v);
     if (rc != 0)
         return store_err(rc, "member put");
     uint8_t *p = v.mv_data;
@@ -519,7 +841,7 @@ int store_member_get(struct store_txn *t, uint64_t id, struct store_member *m)
     int rc;
 
     member_key(id, key);
-    rc = mdb_get(t->txn, t->store->members, &k, &v);
+    rc = raw_get(t->store, T_MEMBERS, &k, &v);
     if (rc != 0)
         return store_err(rc, "member get");
     return member_decode(&k, &v, m);
@@ -530,14 +852,13 @@ int store_member_del(struct store_txn *t, uint64_t id)
     uint8_t key[8];
     MDB_val k = {8, key};
     member_key(id, key);
-    return store_err(mdb_del(t->txn, t->store->members, &k, NULL),
-                     "member del");
+    return store_err(raw_del(t, T_MEMBERS, &k), "member del");
 }
 
 int store_meta_get(struct store_txn *t, const char *name, uint64_t *value)
 {
     MDB_val k = {strlen(name), (void *)name}, v;
-    int rc = mdb_get(t->txn, t->store->meta, &k, &v);
+    int rc = raw_get(t->store, T_META, &k, &v);
     if (rc != 0)
         return store_err(rc, "meta get");
     if (v.mv_size != 8)
@@ -548,10 +869,11 @@ int store_meta_get(struct store_txn *t, const char *name, uint64_t *value)
 
 int store_meta_put(struct store_txn *t, const char *name, uint64_t value)
 {
-    uint8_t buf[8];
-    MDB_val k = {strlen(name), (void *)name}, v = {8, buf};
-    put_u64(buf, value);
-    return store_err(mdb_put(t->txn, t->store->meta, &k, &v, 0), "meta put");
+    MDB_val k = {strlen(name), (void *)name}, v = {8, NULL};
+    int rc = raw_put(t, T_META, &k, &v);
+    if (rc == 0)
+        put_u64(v.mv_data, value);
+    return store_err(rc, "meta put");
 }
 
 int store_cursor_open(struct store_txn *t, enum store_table table,
@@ -562,6 +884,13 @@ int store_cursor_open(struct store_txn *t, enum store_table table,
     int rc;
 
     memset(c, 0, sizeof *c);
+    /* First version: a cursor reads the last commit, so everything is
+     * committed first.  Merging the overlays in is the next step. */
+    if (t->store->in_write)
+        return STORE_EINVAL;
+    if ((rc = store_flush(t->store)) != 0)
+        return rc;
+    t->txn = t->store->rtxn;
     rc = mdb_cursor_open(t->txn, dbi, &c->cur);
     if (rc != 0)
         return store_err(rc, "cursor open");

@@ -9,16 +9,18 @@
  * the entry it names, so after any crash the store is exactly the state as
  * of some applied index and the node replays only what comes after it.
  *
- * Write transactions are children of one open batch transaction, which
- * store_flush commits: one fsync for many applied entries (the node flushes
- * every STORE_FLUSH_MS, or sooner when the batch grows big).  While a batch
- * is open, a read transaction reads inside it, so readers always see every
- * applied write without waiting for a disk sync.  Losing an unflushed batch
- * in a crash loses nothing: the Raft log (or the last snapshot and the log
- * after it) replays it.
+ * Applied writes go to an in-memory overlay (overlay.h) that reads consult
+ * before LMDB.  store_commit_start hands the overlay to a writer thread,
+ * which commits it to LMDB in one transaction, one fsync for many applied
+ * entries, while the loop thread fills a fresh overlay; store_poll takes
+ * the finished commit in.  So the loop thread never waits for the disk,
+ * except in store_flush and store_sync, and readers always see every
+ * applied write.  Losing uncommitted overlays in a crash loses nothing: the
+ * Raft log (or the last snapshot and the log after it) replays them.
  *
- * Everything happens on the loop thread.  Records returned by reads point
- * into LMDB's map and stay valid until their transaction ends.
+ * Everything but the writer happens on the loop thread.  Records returned
+ * by reads point into LMDB's map or into an overlay, and stay valid until
+ * the next store_poll, store_flush or write of the same key.
  *
  * Every call returns 0 or one of the negative codes below. */
 #ifndef RAFTKV_STORE_H
@@ -95,17 +97,33 @@ int store_open(struct store **out, const char *dir, size_t map_size);
 /* Close the environment (flushing the batch).  No transaction may be open. */
 void store_close(struct store *s);
 
-/* Commit the batch of writes, if any.  On failure @fatal (see
- * store_set_fatal) has been called.  Errors: STORE_EFULL, STORE_EIO. */
+/* Hand the applied writes to the writer thread, unless it is busy or
+ * there are none (or a write transaction is open).  Returns whether it did.
+ * A failure shows later, in store_poll. */
+bool store_commit_start(struct store *s);
+
+/* Take in a commit the writer finished: reads then see it in LMDB.  A full
+ * map is grown and the commit tried again; any other failure calls @fatal
+ * (see store_set_fatal).  Cheap when there is nothing to take in. */
+void store_poll(struct store *s);
+
+/* Called on the writer thread when a commit ends, so that the loop thread
+ * can wake up and call store_poll (uv_async_send is safe to call). */
+void store_set_notify(struct store *s, void (*notify)(void *arg), void *arg);
+
+/* Commit every applied write and wait for it.  No write transaction may be
+ * open.  Errors: STORE_EINVAL (a write transaction is open), STORE_EIO (the
+ * commit failed; @fatal has been called). */
 int store_flush(struct store *s);
 
-/* How often the node commits the batch, and how big it may grow first. */
+/* How often the node starts a commit, and how big the overlay may grow
+ * before one starts sooner. */
 #define STORE_FLUSH_MS 100
 #define STORE_FLUSH_BYTES ((uint64_t)32 << 20)
 
-/* Is a batch open, and roughly how many bytes does it hold? */
-uint64_t store_batch_bytes(const struct store *s);
-bool store_batch_open(const struct store *s);
+/* Are there applied writes not handed to the writer, and how many bytes? */
+uint64_t store_pending_bytes(const struct store *s);
+bool store_pending(const struct store *s);
 
 /* What to call when a flush fails: the applied entries it held are lost
  * from the store, so the node cannot go on. */
@@ -113,7 +131,7 @@ void store_set_fatal(struct store *s, void (*fatal)(void *arg,
                                                     const char *what),
                      void *arg);
 
-/* Double the map size (up to a fixed ceiling), flushing the batch first.  No
+/* Double the map size (up to a fixed ceiling), once the writer is idle.  No
  * other transaction may be open.  Errors: STORE_EFULL at the ceiling,
  * STORE_EIO. */
 int store_grow(struct store *s);
@@ -126,10 +144,10 @@ int store_stat(struct store *s, struct store_stat *st);
 /* --- Transactions ------------------------------------------------------ */
 
 /* Begin a read (write=false) or write transaction into @t.  A write
- * transaction is a child of the batch: committing it makes it part of the
- * batch, aborting it undoes only it.  A read sees the batch.  Only one
- * transaction at a time while a batch is open (no read across a write).
- * Errors: STORE_EFULL, STORE_EIO. */
+ * transaction writes into the overlay: committing it keeps its writes for
+ * the next commit to LMDB, aborting it undoes only it.  A read sees every
+ * applied write.  One write transaction at a time.
+ * Errors: STORE_EINVAL (a write transaction is already open), STORE_EIO. */
 int store_txn_begin(struct store *s, bool write, struct store_txn *t);
 
 /* Commit a transaction (a read transaction is simply ended).
@@ -156,7 +174,8 @@ int store_kv_del(struct store_txn *t, const void *key, size_t klen);
 /* Number of entries in @table as seen by @t.  Errors: STORE_EIO. */
 int store_count(struct store_txn *t, enum store_table table, uint64_t *n);
 
-/* Empty a table (write txn).  Errors: STORE_EIO. */
+/* Empty a table (write txn); an abort undoes it like any write.
+ * Errors: STORE_EINVAL (not in a write txn), STORE_EIO. */
 int store_clear(struct store_txn *t, enum store_table table);
 
 /* --- members ------------------------------------------------------------- */
@@ -199,7 +218,9 @@ struct store_cursor
 
 /* Open a cursor on @table.  With @from (kv only) iteration starts at the
  * first key >= @from; otherwise at the first key.  Entries stay valid until
- * the transaction ends.  Errors: STORE_EIO. */
+ * the transaction ends.  For now it commits the applied writes first and
+ * waits for that (a cursor reads LMDB only), so not in a write txn.
+ * Errors: STORE_EINVAL (in a write txn), STORE_EIO. */
 int store_cursor_open(struct store_txn *t, enum store_table table,
                       const void *from, size_t from_len,
                       struct store_cursor *c);

@@ -319,7 +319,7 @@ static void test_snapshot_long_keys(void **state)
 }
 
 /* The snapshot libraft keeps is a marker for the store: taking one flushes
- * the store's batch to disk; restoring it on the same node is a no-op, and
+ * the store's applied writes to disk; restoring it on the same node is a no-op, and
  * on a node whose store is behind it is refused (that store lost data). */
 static void test_marker_snapshot(void **state)
 {
@@ -332,12 +332,12 @@ static void test_marker_snapshot(void **state)
     set(&a.fsm, 1, "a", "1");
     set(&a.fsm, 2, "b", "2");
     set(&b.fsm, 1, "keep", "me");
-    assert_true(store_batch_open(a.store));
+    assert_true(store_pending(a.store));
 
     assert_int_equal(fsm_snapshot_take(&a.fsm, &bufs, &n), 0);
     assert_int_equal(n, 1);
     assert_true(fsm_snapshot_is_marker(bufs[0].base, bufs[0].len));
-    assert_false(store_batch_open(a.store));
+    assert_false(store_pending(a.store));
     assert_int_equal(a.fsm.snapshots_taken, 1);
 
     assert_int_equal(fsm_restore(&a.fsm, bufs[0].base, bufs[0].len), 0);

@@ -297,37 +297,141 @@ static void test_members_and_meta(void **state)
     assert_int_equal(store_txn_commit(&t), 0);
 }
 
-/* A full map reports STORE_EFULL with nothing committed; after store_grow
- * the same transaction goes through. */
-static void test_map_full_then_grow(void **state)
+/* Writes never fail for a full map: the map grows before a commit that
+ * would not fit, or when the commit finds it full, and the commit is made
+ * again.  400 values of 4 KiB go into a 1 MiB map. */
+static void test_map_grows_for_a_commit(void **state)
 {
     struct fixture *f = *state;
     struct store_txn t;
-    char key[16], *value = calloc(1, 4096);
+    struct store_stat st;
+    struct store_record got;
+    char key[16], *value = malloc(4096);
     struct store_record rec = {1, 1, 1, value, 4096};
-    int rv = 0, i;
 
-    int grown = 0;
-    for (;;) {
-        assert_int_equal(store_txn_begin(f->s, true, &t), 0);
-        for (i = 0; i < 400; i++) {
-            snprintf(key, sizeof key, "k%05d", i);
-            rv = store_kv_put(&t, key, strlen(key), &rec, false);
-            if (rv != 0)
-                break;
-        }
-        if (rv == 0)
-            rv = store_txn_commit(&t);
-        else
-            store_txn_abort(&t);
-        if (rv != STORE_EFULL)
-            break;
-        assert_int_equal(store_grow(f->s), 0);
-        grown++;
+    memset(value, 'v', 4096);
+    assert_int_equal(store_stat(f->s, &st), 0);
+    uint64_t map0 = st.map_bytes;
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    for (int i = 0; i < 400; i++) {
+        snprintf(key, sizeof key, "k%05d", i);
+        assert_int_equal(store_kv_put(&t, key, strlen(key), &rec, false), 0);
     }
-    assert_int_equal(rv, 0);
-    assert_true(grown >= 1);
+    assert_int_equal(store_txn_commit(&t), 0);
+    assert_int_equal(store_flush(f->s), 0);
+    assert_int_equal(store_stat(f->s, &st), 0);
+    assert_true(st.map_bytes > map0);
+    assert_true(st.used_bytes > 400 * 4096);
+    assert_int_equal(st.keys, 400);
+    assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+    assert_int_equal(store_kv_get(&t, "k00399", 6, &got), 0);
+    assert_int_equal(got.value_len, 4096);
+    store_txn_abort(&t);
     free(value);
+}
+
+static bool has(struct store *s, const char *key, const char *want)
+{
+    struct store_txn t;
+    struct store_record rec;
+    assert_int_equal(store_txn_begin(s, false, &t), 0);
+    int rv = store_kv_get(&t, key, strlen(key), &rec);
+    bool ok = rv == 0 && want != NULL && rec.value_len == strlen(want) &&
+              memcmp(rec.value, want, rec.value_len) == 0;
+    if (rv == STORE_ENOTFOUND && want == NULL)
+        ok = true;
+    store_txn_abort(&t);
+    return ok;
+}
+
+static uint64_t keys(struct store *s)
+{
+    struct store_stat st;
+    assert_int_equal(store_stat(s, &st), 0);
+    return st.keys;
+}
+
+/* A write is read back the same before its commit starts, while the
+ * writer thread commits it, after the commit, and after a reopen; a
+ * later write of the same key wins over the one being committed. */
+static void test_reads_across_a_commit(void **state)
+{
+    struct fixture *f = *state;
+
+    for (int round = 0; round < 50; round++) {
+        char v[16];
+        snprintf(v, sizeof v, "v%d", round);
+        put(f->s, "k", v, (uint64_t)round + 1);
+        put(f->s, "other", "x", (uint64_t)round + 1);
+        assert_true(has(f->s, "k", v));
+        assert_true(store_commit_start(f->s));
+        assert_false(store_commit_start(f->s) && round < 0); /* busy or empty */
+        assert_true(has(f->s, "k", v)); /* in the sealed overlay or LMDB */
+        put(f->s, "k", "newer", 1000);
+        assert_true(has(f->s, "k", "newer"));
+        store_poll(f->s);
+        assert_true(has(f->s, "k", "newer"));
+        assert_int_equal(keys(f->s), 2);
+        assert_int_equal(store_flush(f->s), 0);
+        assert_false(store_pending(f->s));
+        assert_true(has(f->s, "k", "newer"));
+    }
+    store_close(f->s);
+    assert_int_equal(store_open(&f->s, f->dir, 1 << 20), 0);
+    assert_true(has(f->s, "k", "newer"));
+    assert_int_equal(keys(f->s), 2);
+}
+
+/* Emptying a table hides every key below it at once (committed, being
+ * committed, or only applied), counts from zero, and an abort puts all of
+ * it back; committed, the table holds only what followed the clear. */
+static void test_clear_then_abort_or_commit(void **state)
+{
+    struct fixture *f = *state;
+    struct store_txn t;
+    struct store_record rec = {9, 9, 1, "after", 5};
+    uint64_t n;
+
+    put(f->s, "committed", "1", 1);
+    assert_int_equal(store_flush(f->s), 0);
+    put(f->s, "sealed", "2", 2);
+    assert_true(store_commit_start(f->s));
+    put(f->s, "open", "3", 3);
+    assert_int_equal(keys(f->s), 3);
+
+    for (int commit = 0; commit < 2; commit++) {
+        assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+        assert_int_equal(store_clear(&t, STORE_KV), 0);
+        assert_int_equal(store_count(&t, STORE_KV, &n), 0);
+        assert_int_equal(n, 0);
+        assert_int_equal(store_kv_get(&t, "committed", 9, &rec),
+                         STORE_ENOTFOUND);
+        assert_int_equal(store_kv_get(&t, "sealed", 6, &rec),
+                         STORE_ENOTFOUND);
+        assert_int_equal(store_kv_get(&t, "open", 4, &rec), STORE_ENOTFOUND);
+        rec = (struct store_record){9, 9, 1, "after", 5};
+        assert_int_equal(store_kv_put(&t, "new", 3, &rec, false), 0);
+        assert_int_equal(store_count(&t, STORE_KV, &n), 0);
+        assert_int_equal(n, 1);
+        if (commit) {
+            assert_int_equal(store_txn_commit(&t), 0);
+            break;
+        }
+        store_txn_abort(&t);
+        assert_true(has(f->s, "committed", "1"));
+        assert_true(has(f->s, "sealed", "2"));
+        assert_true(has(f->s, "open", "3"));
+        assert_true(has(f->s, "new", NULL));
+        assert_int_equal(keys(f->s), 3);
+    }
+    assert_true(has(f->s, "committed", NULL));
+    assert_true(has(f->s, "new", "after"));
+    assert_int_equal(keys(f->s), 1);
+    assert_int_equal(store_flush(f->s), 0);
+    assert_true(has(f->s, "sealed", NULL));
+    assert_true(has(f->s, "open", NULL));
+    assert_true(has(f->s, "new", "after"));
+    assert_int_equal(keys(f->s), 1);
 }
 
 /* Data survives closing and reopening the environment. */
@@ -377,9 +481,13 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_members_and_meta, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_map_full_then_grow, setup,
+        cmocka_unit_test_setup_teardown(test_map_grows_for_a_commit, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reads_across_a_commit, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_clear_then_abort_or_commit,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_clear, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
