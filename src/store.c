@@ -129,10 +129,8 @@ static MDB_dbi table_dbi(const struct store *s, unsigned table)
 static int writer_commit(struct store *s, struct overlay *o)
 {
     MDB_txn *txn;
-    int rc = overlay_sort(o) != 0 ? ENOMEM : 0;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
 
-    if (rc == 0)
-        rc = mdb_txn_begin(s->env, NULL, 0, &txn);
     if (rc != 0)
         return rc;
     for (unsigned table = T_KV; table <= T_META; table++) {
@@ -388,6 +386,10 @@ bool store_commit_start(struct store *s)
 
     reap(s);
     if (s->sealed || s->in_write || overlay_len(o) == 0)
+        return false;
+    /* Sorted here, on the loop thread, so that the writer and the loop's
+     * cursors only ever read the sealed overlay. */
+    if (overlay_sort(o) != 0)
         return false;
     if (headroom(s, overlay_bytes(o)) != 0) {
         /* The writer will hit the full map and fail loudly. */
@@ -880,35 +882,48 @@ int store_cursor_open(struct store_txn *t, enum store_table table,
                       const void *from, size_t from_len,
                       struct store_cursor *c)
 {
-    MDB_dbi dbi = table == STORE_KV ? t->store->kv : t->store->members;
+    struct store *s = t->store;
+    unsigned tb = table == STORE_KV ? T_KV : T_MEMBERS;
+    MDB_dbi dbi = table_dbi(s, tb);
     int rc;
 
     memset(c, 0, sizeof *c);
-    /* First version: a cursor reads the last commit, so everything is
-     * committed first.  Merging the overlays in is the next step. */
-    if (t->store->in_write)
-        return STORE_EINVAL;
-    if ((rc = store_flush(t->store)) != 0)
-        return rc;
-    t->txn = t->store->rtxn;
-    rc = mdb_cursor_open(t->txn, dbi, &c->cur);
+    c->store = s;
+    c->table = tb;
+    /* Which layers count: an emptied table hides those below it. */
+    c->use[0] = true;
+    c->use[1] = s->sealed && !s->cleared[s->active][tb];
+    c->use_lmdb = !s->cleared[s->active][tb] &&
+                  !(s->sealed && s->cleared[!s->active][tb]);
+    if (overlay_sort(&s->ov[s->active]) != 0)
+        return STORE_EIO;
+    /* The sealed overlay was sorted before the writer got it. */
+    rc = mdb_cursor_open(s->rtxn, dbi, &c->cur);
     if (rc != 0)
         return store_err(rc, "cursor open");
-    c->next_op = MDB_FIRST;
-    if (from == NULL || from_len == 0)
-        return 0;
+    c->next_op = c->use_lmdb ? MDB_FIRST : -1;
     /* A long key's group starts at its prefix; entries below @from inside
      * the group are skipped once the group is sorted. */
-    MDB_val k = {from_len < STORE_LONG_PREFIX ? from_len : STORE_LONG_PREFIX,
-                 (void *)from},
-            v;
-    c->from = malloc(from_len);
-    if (c->from == NULL) {
-        store_cursor_close(c);
-        return STORE_EIO;
+    const void *seek = NULL;
+    size_t seek_len = 0;
+    if (from != NULL && from_len > 0) {
+        seek = from;
+        seek_len = from_len < STORE_LONG_PREFIX ? from_len : STORE_LONG_PREFIX;
+        c->from = malloc(from_len);
+        if (c->from == NULL) {
+            store_cursor_close(c);
+            return STORE_EIO;
+        }
+        memcpy(c->from, from, from_len);
+        c->from_len = from_len;
     }
-    memcpy(c->from, from, from_len);
-    c->from_len = from_len;
+    for (int j = 0; j < 2; j++)
+        if (c->use[j])
+            c->pos[j] = overlay_seek(&s->ov[j ? !s->active : s->active], tb,
+                                     seek, seek_len);
+    if (seek == NULL || !c->use_lmdb)
+        return 0;
+    MDB_val k = {seek_len, (void *)seek}, v;
     rc = mdb_cursor_get(c->cur, &k, &v, MDB_SET_RANGE);
     if (rc == MDB_NOTFOUND) {
         c->next_op = -1;
@@ -918,16 +933,20 @@ int store_cursor_open(struct store_txn *t, enum store_table table,
         store_cursor_close(c);
         return store_err(rc, "cursor seek");
     }
-    c->next_op = MDB_GET_CURRENT; /* the seek landed on the first entry */
+    c->lk = k;
+    c->lv = v;
+    c->lmdb_ok = true;
+    c->next_op = MDB_NEXT;
     return 0;
 }
 
-static int cursor_step(struct store_cursor *c, MDB_val *k, MDB_val *v)
+/* LMDB's next entry into lk/lv, unless one is there already. */
+static int lmdb_head(struct store_cursor *c)
 {
-    int rc;
-    if (c->next_op < 0)
+    if (c->lmdb_ok || c->next_op < 0)
         return 0;
-    rc = mdb_cursor_get(c->cur, k, v, (MDB_cursor_op)c->next_op);
+    int rc = mdb_cursor_get(c->cur, &c->lk, &c->lv,
+                            (MDB_cursor_op)c->next_op);
     c->next_op = MDB_NEXT;
     if (rc == MDB_NOTFOUND) {
         c->next_op = -1;
@@ -935,7 +954,89 @@ static int cursor_step(struct store_cursor *c, MDB_val *k, MDB_val *v)
     }
     if (rc != 0)
         return store_err(rc, "cursor next");
-    return 1;
+    c->lmdb_ok = true;
+    return 0;
+}
+
+/* The next raw entry of the merged layers: 1 with @k/@v, 0 at the end. */
+static int cursor_step(struct store_cursor *c, MDB_val *k, MDB_val *v)
+{
+    struct store *s = c->store;
+    int rc;
+
+    if (c->pushed) {
+        c->pushed = false;
+        *k = c->pk;
+        *v = c->pv;
+        return 1;
+    }
+    for (;;) {
+        const struct overlay_entry *head[2] = {NULL, NULL};
+        const void *best = NULL;
+        size_t best_len = 0;
+        int from = -1; /* 0, 1: an overlay; 2: LMDB */
+
+        if ((rc = lmdb_head(c)) != 0)
+            return rc;
+        for (int j = 0; j < 2; j++) {
+            if (!c->use[j])
+                continue;
+            head[j] = overlay_at(&s->ov[j ? !s->active : s->active], c->table,
+                                 c->pos[j]);
+            if (head[j] != NULL &&
+                (from < 0 || overlay_key_cmp(head[j]->key, head[j]->klen, best,
+                                             best_len) < 0)) {
+                best = head[j]->key;
+                best_len = head[j]->klen;
+                from = j;
+            }
+        }
+        if (c->lmdb_ok && (from < 0 || overlay_key_cmp(c->lk.mv_data,
+                                                        c->lk.mv_size, best,
+                                                        best_len) < 0)) {
+            best = c->lk.mv_data;
+            best_len = c->lk.mv_size;
+            from = 2;
+        }
+        if (from < 0)
+            return 0;
+        /* Every layer holding this key moves past it; the highest wins. */
+        const struct overlay_entry *win = NULL;
+        for (int j = 0; j < 2; j++) {
+            if (head[j] != NULL &&
+                overlay_key_cmp(head[j]->key, head[j]->klen, best,
+                                best_len) == 0) {
+                if (win == NULL)
+                    win = head[j];
+                c->pos[j]++;
+            }
+        }
+        if (c->lmdb_ok && overlay_key_cmp(c->lk.mv_data, c->lk.mv_size,
+                                          best, best_len) == 0) {
+            c->lmdb_ok = false;
+            if (win == NULL) {
+                *k = c->lk;
+                *v = c->lv;
+                return 1;
+            }
+        }
+        if (win->tomb)
+            continue;
+        k->mv_data = (void *)win->key;
+        k->mv_size = win->klen;
+        v->mv_data = win->val;
+        v->mv_size = win->vlen;
+        return 1;
+    }
+}
+
+/* Take back the step that returned @k/@v: it comes again next. */
+static void cursor_unstep(struct store_cursor *c, const MDB_val *k,
+                          const MDB_val *v)
+{
+    c->pushed = true;
+    c->pk = *k;
+    c->pv = *v;
 }
 
 static int bytes_cmp(const void *a, size_t alen, const void *b, size_t blen)
@@ -988,16 +1089,14 @@ static int group_load(struct store_cursor *c, const MDB_val *k,
     if ((rc = group_add(c, k, v)) != 0)
         return rc;
     for (;;) {
-        rc = mdb_cursor_get(c->cur, &nk, &nv, MDB_NEXT);
-        if (rc == MDB_NOTFOUND) {
-            c->next_op = -1;
+        rc = cursor_step(c, &nk, &nv);
+        if (rc < 0)
+            return rc;
+        if (rc == 0)
             break;
-        }
-        if (rc != 0)
-            return store_err(rc, "cursor next");
         if (nk.mv_size < STORE_LONG_PREFIX ||
             memcmp(nk.mv_data, prefix, STORE_LONG_PREFIX) != 0) {
-            c->next_op = MDB_GET_CURRENT; /* first entry after the group */
+            cursor_unstep(c, &nk, &nv); /* first entry after the group */
             break;
         }
         if ((rc = group_add(c, &nk, &nv)) != 0)

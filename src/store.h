@@ -207,8 +207,19 @@ struct store_group_entry
 
 struct store_cursor
 {
+    /* The entries of three layers, merged in key order: the open overlay
+     * wins over the sealed one, which wins over LMDB (@cur). */
+    struct store *store;
+    unsigned table;
     MDB_cursor *cur;
-    int next_op; /* MDB_cursor_op for the next step; -1 when exhausted */
+    int next_op;        /* MDB_cursor_op for LMDB's next step; -1: at end */
+    bool lmdb_ok;       /* LMDB's head is in lk/lv */
+    MDB_val lk, lv;
+    size_t pos[2];      /* next position in the open / sealed overlay */
+    bool use[2];        /* whether each overlay takes part */
+    bool use_lmdb;
+    bool pushed;        /* pk/pv is the next entry (a step taken back) */
+    MDB_val pk, pv;
     /* kv: entries sharing their first STORE_LONG_PREFIX bytes, sorted */
     struct store_group_entry *group;
     size_t group_n, group_i, group_cap;
@@ -217,10 +228,9 @@ struct store_cursor
 };
 
 /* Open a cursor on @table.  With @from (kv only) iteration starts at the
- * first key >= @from; otherwise at the first key.  Entries stay valid until
- * the transaction ends.  For now it commits the applied writes first and
- * waits for that (a cursor reads LMDB only), so not in a write txn.
- * Errors: STORE_EINVAL (in a write txn), STORE_EIO. */
+ * first key >= @from; otherwise at the first key.  It sees every applied
+ * write.  Entries stay valid until the transaction ends; no write may
+ * happen while the cursor is open.  Errors: STORE_EIO. */
 int store_cursor_open(struct store_txn *t, enum store_table table,
                       const void *from, size_t from_len,
                       struct store_cursor *c);

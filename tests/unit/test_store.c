@@ -434,6 +434,93 @@ static void test_clear_then_abort_or_commit(void **state)
     assert_int_equal(keys(f->s), 1);
 }
 
+static void del(struct store *s, const char *key)
+{
+    struct store_txn t;
+    assert_int_equal(store_txn_begin(s, true, &t), 0);
+    assert_int_equal(store_kv_del(&t, key, strlen(key)), 0);
+    assert_int_equal(store_txn_commit(&t), 0);
+}
+
+/* A cursor sees the three layers as one: LMDB, the overlay being
+ * committed and the open overlay, the newest write of each key winning
+ * and deleted keys absent, in byte order, long-key groups spread over the
+ * layers included; a seek lands in the middle of it alike. */
+static void test_cursor_merges_layers(void **state)
+{
+    struct fixture *f = *state;
+    char key[700], lk[3][700];
+    struct store_txn t;
+    struct store_cursor c;
+    struct store_record rec;
+    const void *k;
+    size_t klen;
+
+    for (int i = 0; i < 3; i++) { /* same first 495 bytes, longer keys */
+        memset(lk[i], 'x', 600);
+        lk[i][600] = '\0';
+        lk[i][599] = (char)('c' - i);
+    }
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof key, "k%02d", i);
+        put(f->s, key, "L", 1);
+    }
+    put(f->s, lk[0], "L", 1);
+    assert_int_equal(store_flush(f->s), 0);
+
+    put(f->s, "k05", "S", 2); /* the layer handed to the writer */
+    del(f->s, "k06");
+    put(f->s, "k10", "S", 2);
+    put(f->s, lk[1], "S", 2);
+    assert_true(store_commit_start(f->s));
+
+    put(f->s, "k07", "A", 3); /* the open layer */
+    del(f->s, "k05");
+    put(f->s, "k06", "A", 3);
+    put(f->s, "k055", "A", 3);
+    put(f->s, lk[2], "A", 3);
+    del(f->s, lk[0]);
+
+    static const char *want_key[] = {"k00", "k01", "k02", "k03", "k04",
+                                     "k055", "k06", "k07", "k08", "k09",
+                                     "k10"};
+    static const char *want_val = "LLLLLAAALLS";
+    for (int pass = 0; pass < 2; pass++) {
+        assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+        assert_int_equal(store_cursor_open(&t, STORE_KV, NULL, 0, &c), 0);
+        for (int i = 0; i < 11; i++) {
+            assert_int_equal(store_cursor_next_kv(&c, &k, &klen, &rec), 1);
+            assert_int_equal(klen, strlen(want_key[i]));
+            assert_memory_equal(k, want_key[i], klen);
+            assert_int_equal(rec.value_len, 1);
+            assert_int_equal(((const char *)rec.value)[0], want_val[i]);
+        }
+        /* the long keys, sorted by the whole key: lk[2] < lk[1] */
+        for (int i = 2; i >= 1; i--) {
+            assert_int_equal(store_cursor_next_kv(&c, &k, &klen, &rec), 1);
+            assert_int_equal(klen, 600);
+            assert_memory_equal(k, lk[i], 600);
+            assert_int_equal(((const char *)rec.value)[0], i == 2 ? 'A' : 'S');
+        }
+        assert_int_equal(store_cursor_next_kv(&c, &k, &klen, &rec), 0);
+        store_cursor_close(&c);
+
+        assert_int_equal(store_cursor_open(&t, STORE_KV, "k05", 3, &c), 0);
+        assert_int_equal(store_cursor_next_kv(&c, &k, &klen, &rec), 1);
+        assert_memory_equal(k, "k055", 4);
+        store_cursor_close(&c);
+        assert_int_equal(store_cursor_open(&t, STORE_KV, lk[1], 600, &c), 0);
+        assert_int_equal(store_cursor_next_kv(&c, &k, &klen, &rec), 1);
+        assert_memory_equal(k, lk[1], 600);
+        assert_int_equal(store_cursor_next_kv(&c, &k, &klen, &rec), 0);
+        store_cursor_close(&c);
+        store_txn_abort(&t);
+        assert_int_equal(keys(f->s), 13);
+        /* the second pass reads all of it from LMDB */
+        assert_int_equal(store_flush(f->s), 0);
+    }
+}
+
 /* Data survives closing and reopening the environment. */
 static void test_reopen(void **state)
 {
@@ -488,6 +575,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_clear_then_abort_or_commit,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_merges_layers, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_clear, setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
