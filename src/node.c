@@ -782,8 +782,14 @@ static void node_flush(uv_check_t *check)
         return;
     if ((now - n->last_flush_ms >= STORE_FLUSH_MS ||
          store_pending_bytes(n->store) >= STORE_FLUSH_BYTES) &&
-        store_commit_start(n->store))
+        store_commit_start(n->store)) {
         n->last_flush_ms = now;
+        return;
+    }
+    if (store_pending_bytes(n->store) >= STORE_PENDING_MAX) {
+        store_flush(n->store); /* a failure is fatal inside */
+        n->last_flush_ms = uv_now(n->loop);
+    }
 }
 
 /* --- start and stop ------------------------------------------------------ */

@@ -124,37 +124,54 @@ static MDB_dbi table_dbi(const struct store *s, unsigned table)
     return table == T_KV ? s->kv : table == T_MEMBERS ? s->members : s->meta;
 }
 
+static int writer_order_cmp(const void *pa, const void *pb)
+{
+    const struct overlay_entry *a = *(const struct overlay_entry *const *)pa;
+    const struct overlay_entry *b = *(const struct overlay_entry *const *)pb;
+    if (a->table != b->table)
+        return a->table < b->table ? -1 : 1;
+    return overlay_key_cmp(a->key, a->klen, b->key, b->klen);
+}
+
 /* Writer thread: commit the sealed overlay in one LMDB transaction, in key
- * order (LMDB takes sorted writes best). */
+ * order (LMDB takes sorted writes best).  The order is the writer's own:
+ * the overlay's is the loop thread's, for its cursors. */
 static int writer_commit(struct store *s, struct overlay *o)
 {
+    const struct overlay_entry **ix = malloc((o->n + 1) * sizeof *ix);
     MDB_txn *txn;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    int rc;
 
-    if (rc != 0)
-        return rc;
-    for (unsigned table = T_KV; table <= T_META; table++) {
-        MDB_dbi dbi = table_dbi(s, table);
-        const struct overlay_entry *e;
-        if (table != T_META && s->cleared[!s->active][table] &&
-            (rc = mdb_drop(txn, dbi, 0)) != 0) {
-            mdb_txn_abort(txn);
-            return rc;
-        }
-        for (size_t i = overlay_seek(o, table, NULL, 0);
-             (e = overlay_at(o, table, i)) != NULL; i++) {
-            MDB_val k = {e->klen, (void *)e->key}, v = {e->vlen, e->val};
-            rc = e->tomb ? mdb_del(txn, dbi, &k, NULL)
-                         : mdb_put(txn, dbi, &k, &v, 0);
-            if (rc == MDB_NOTFOUND) /* deleted here, never committed */
-                rc = 0;
-            if (rc != 0) {
-                mdb_txn_abort(txn);
-                return rc;
-            }
-        }
+    if (ix == NULL)
+        return ENOMEM;
+    for (size_t i = 0; i < o->n; i++)
+        ix[i] = &o->entries[i];
+    qsort(ix, o->n, sizeof *ix, writer_order_cmp);
+    if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0)
+        goto out;
+    for (unsigned table = T_KV; table <= T_MEMBERS; table++) {
+        if (s->cleared[!s->active][table] &&
+            (rc = mdb_drop(txn, table_dbi(s, table), 0)) != 0)
+            goto abort;
     }
-    return mdb_txn_commit(txn);
+    for (size_t i = 0; i < o->n; i++) {
+        const struct overlay_entry *e = ix[i];
+        MDB_val k = {e->klen, (void *)e->key}, v = {e->vlen, e->val};
+        MDB_dbi dbi = table_dbi(s, e->table);
+        rc = e->tomb ? mdb_del(txn, dbi, &k, NULL)
+                     : mdb_put(txn, dbi, &k, &v, 0);
+        if (rc == MDB_NOTFOUND) /* deleted here, never committed */
+            rc = 0;
+        if (rc != 0)
+            goto abort;
+    }
+    rc = mdb_txn_commit(txn);
+    goto out;
+abort:
+    mdb_txn_abort(txn);
+out:
+    free(ix);
+    return rc;
 }
 
 static void *writer_main(void *arg)
@@ -386,10 +403,6 @@ bool store_commit_start(struct store *s)
 
     reap(s);
     if (s->sealed || s->in_write || overlay_len(o) == 0)
-        return false;
-    /* Sorted here, on the loop thread, so that the writer and the loop's
-     * cursors only ever read the sealed overlay. */
-    if (overlay_sort(o) != 0)
         return false;
     if (headroom(s, overlay_bytes(o)) != 0) {
         /* The writer will hit the full map and fail loudly. */
@@ -895,9 +908,11 @@ int store_cursor_open(struct store_txn *t, enum store_table table,
     c->use[1] = s->sealed && !s->cleared[s->active][tb];
     c->use_lmdb = !s->cleared[s->active][tb] &&
                   !(s->sealed && s->cleared[!s->active][tb]);
-    if (overlay_sort(&s->ov[s->active]) != 0)
+    /* The writer sorts its own index of the sealed overlay, so the loop
+     * thread may sort the overlay's (it reads the entries only). */
+    if (overlay_sort(&s->ov[s->active]) != 0 ||
+        (c->use[1] && overlay_sort(&s->ov[!s->active]) != 0))
         return STORE_EIO;
-    /* The sealed overlay was sorted before the writer got it. */
     rc = mdb_cursor_open(s->rtxn, dbi, &c->cur);
     if (rc != 0)
         return store_err(rc, "cursor open");

@@ -120,6 +120,9 @@ int store_flush(struct store *s);
  * before one starts sooner. */
 #define STORE_FLUSH_MS 100
 #define STORE_FLUSH_BYTES ((uint64_t)32 << 20)
+/* Past this many bytes waiting while the writer is busy, the node waits
+ * for it (store_flush) rather than let the overlay grow without bound. */
+#define STORE_PENDING_MAX ((uint64_t)96 << 20)
 
 /* Are there applied writes not handed to the writer, and how many bytes? */
 uint64_t store_pending_bytes(const struct store *s);
