@@ -2,7 +2,8 @@
  *
  * Everything runs on the loop thread, synchronously: libraft 0.15's async
  * snapshots do not work with its uv backend (raft_init fails), and an apply
- * is one short LMDB write transaction. */
+ * is one short write transaction of the store (into its in-memory overlay;
+ * the store's writer thread commits to LMDB). */
 #include "fsm.h"
 
 #include <stdint.h>
