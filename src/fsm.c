@@ -349,9 +349,8 @@ static int outcomes_reserve(struct fsm *f, unsigned n)
     return 0;
 }
 
-/* One attempt at applying the entry; STORE_EFULL asks the caller to grow
- * the map and try again. */
-static int apply_once(struct fsm *f, uint64_t index, const void *buf,
+/* Apply the entry's commands and its index in one store transaction. */
+static int apply_commands(struct fsm *f, uint64_t index, const void *buf,
                       size_t len, unsigned n, uint64_t *cluster_id,
                       bool *members_changed)
 {
@@ -412,33 +411,30 @@ int fsm_apply_entry(struct fsm *f, uint64_t index, const void *buf,
         return RAFT_NOMEM;
     }
 
-    for (int attempt = 0;; attempt++) {
-        uint64_t cluster_id = f->cluster_id;
-        bool members_changed = false;
-        if (n == 0) {
-            /* Still record the index so that the entry is not seen again. */
-            struct store_txn t;
-            rv = store_txn_begin(f->store, true, &t);
-            if (rv == 0) {
-                rv = store_meta_put(&t, META_APPLIED, index);
-                rv = rv == 0 ? store_txn_commit(&t)
-                             : (store_txn_abort(&t), rv);
-            }
-        } else {
-            rv = apply_once(f, index, buf, len, (unsigned)n, &cluster_id,
-                            &members_changed);
+    /* A write into the store goes to its overlay and cannot find the map
+     * full (the store grows the map for its commits): any failure here is
+     * out of memory or I/O, and fatal. */
+    uint64_t cluster_id = f->cluster_id;
+    bool members_changed = false;
+    if (n == 0) {
+        /* Still record the index so that the entry is not seen again. */
+        struct store_txn t;
+        rv = store_txn_begin(f->store, true, &t);
+        if (rv == 0) {
+            rv = store_meta_put(&t, META_APPLIED, index);
+            rv = rv == 0 ? store_txn_commit(&t) : (store_txn_abort(&t), rv);
         }
-        if (rv == STORE_EFULL && attempt < 8 && store_grow(f->store) == 0)
-            continue;
-        if (rv != 0) {
-            fsm_fail(f, "apply", rv);
-            return RAFT_IOERR;
-        }
-        f->cluster_id = cluster_id;
-        if (members_changed)
-            f->members_version++;
-        break;
+    } else {
+        rv = apply_commands(f, index, buf, len, (unsigned)n, &cluster_id,
+                        &members_changed);
     }
+    if (rv != 0) {
+        fsm_fail(f, "apply", rv);
+        return RAFT_IOERR;
+    }
+    f->cluster_id = cluster_id;
+    if (members_changed)
+        f->members_version++;
     f->applied_index = index;
     f->result.n = (unsigned)n;
     /* The arena is final now: turn value offsets into pointers. */
@@ -746,29 +742,22 @@ int fsm_restore(struct fsm *f, const void *data, size_t len)
         return 0;
     }
 
-    for (int attempt = 0;; attempt++) {
-        struct store_txn t;
-        struct snap_reader body = r;
-        rv = store_txn_begin(f->store, true, &t);
-        if (rv != 0)
-            break;
+    struct store_txn t;
+    rv = store_txn_begin(f->store, true, &t);
+    if (rv == 0) {
         rv = store_clear(&t, STORE_KV);
         if (rv == 0)
             rv = store_clear(&t, STORE_MEMBERS);
         if (rv == 0)
-            rv = restore_into(&t, &body, n_members, n_keys);
+            rv = restore_into(&t, &r, n_members, n_keys);
         if (rv == 0)
             rv = store_meta_put(&t, META_APPLIED, applied);
         if (rv == 0)
             rv = store_meta_put(&t, META_CLUSTER, cluster_id);
-        if (rv == 0) {
+        if (rv == 0)
             rv = store_txn_commit(&t);
-        } else {
+        else
             store_txn_abort(&t);
-        }
-        if (rv == STORE_EFULL && attempt < 8 && store_grow(f->store) == 0)
-            continue;
-        break;
     }
     if (rv == STORE_ECORRUPT) {
         log_error("snapshot at %llu is corrupt; store unchanged",

@@ -160,29 +160,47 @@ static size_t slot_find(const struct overlay *o, uint64_t h, unsigned table,
     }
 }
 
+/* Room for one more element in the array *@arr of *@cap elements of @size
+ * bytes, @len of them used: doubled when full.  Errors: -ENOMEM. */
+static int array_room(void **arr, size_t *cap, size_t len, size_t size,
+                      size_t first)
+{
+    if (len < *cap)
+        return 0;
+    size_t n = *cap ? *cap * 2 : first;
+    void *p = realloc(*arr, n * size);
+    if (p == NULL)
+        return -ENOMEM;
+    *arr = p;
+    *cap = n;
+    return 0;
+}
+
+/* Point the (zeroed) hash table @slots at the first @n entries. */
+static void slots_fill(uint32_t *slots, size_t nslots,
+                       const struct overlay_entry *entries, size_t n)
+{
+    for (size_t j = 0; j < n; j++) {
+        size_t i = (size_t)entries[j].hash & (nslots - 1);
+        while (slots[i] != 0)
+            i = (i + 1) & (nslots - 1);
+        slots[i] = (uint32_t)(j + 1);
+    }
+}
+
 /* Room for one more key in the entries and the hash table. */
 static int reserve_one(struct overlay *o)
 {
-    if (o->n == o->cap) {
-        size_t cap = o->cap ? o->cap * 2 : 1024;
-        struct overlay_entry *e = realloc(o->entries, cap * sizeof *e);
-        if (e == NULL)
-            return -ENOMEM;
-        o->entries = e;
-        o->cap = cap;
-    }
+    if (array_room((void **)&o->entries, &o->cap, o->n, sizeof *o->entries,
+                   1024) != 0)
+        return -ENOMEM;
     if ((o->n + 1) * 2 <= o->nslots)
         return 0;
     size_t nslots = o->nslots ? o->nslots * 2 : OVERLAY_MIN_SLOTS;
     uint32_t *slots = calloc(nslots, sizeof *slots);
     if (slots == NULL)
         return -ENOMEM;
-    for (size_t j = 0; j < o->n; j++) {
-        size_t i = (size_t)o->entries[j].hash & (nslots - 1);
-        while (slots[i] != 0)
-            i = (i + 1) & (nslots - 1);
-        slots[i] = (uint32_t)(j + 1);
-    }
+    slots_fill(slots, nslots, o->entries, o->n);
     free(o->slots);
     o->slots = slots;
     o->nslots = nslots;
@@ -227,14 +245,9 @@ static int undo_note(struct overlay *o, const struct overlay_entry *e)
     size_t i = (size_t)(e - o->entries);
     if (!o->marked || i >= o->mark_n)
         return 0;
-    if (o->nundo == o->undo_cap) {
-        size_t cap = o->undo_cap ? o->undo_cap * 2 : 64;
-        struct overlay_undo *u = realloc(o->undo, cap * sizeof *u);
-        if (u == NULL)
-            return -ENOMEM;
-        o->undo = u;
-        o->undo_cap = cap;
-    }
+    if (array_room((void **)&o->undo, &o->undo_cap, o->nundo, sizeof *o->undo,
+                   64) != 0)
+        return -ENOMEM;
     o->undo[o->nundo++] = (struct overlay_undo){
         .entry = (uint32_t)i, .tomb = e->tomb, .val = e->val, .vlen = e->vlen};
     return 0;
@@ -341,12 +354,7 @@ void overlay_rollback(struct overlay *o)
          * transaction that failed). */
         o->n = o->mark_n;
         memset(o->slots, 0, o->nslots * sizeof *o->slots);
-        for (size_t j = 0; j < o->n; j++) {
-            size_t i = (size_t)o->entries[j].hash & (o->nslots - 1);
-            while (o->slots[i] != 0)
-                i = (i + 1) & (o->nslots - 1);
-            o->slots[i] = (uint32_t)(j + 1);
-        }
+        slots_fill(o->slots, o->nslots, o->entries, o->n);
         if (o->norder > o->n)
             o->norder = 0;
     }

@@ -457,12 +457,6 @@ void store_close(struct store *s)
     free(s);
 }
 
-int store_grow(struct store *s)
-{
-    wait_writer(s);
-    return map_grow(s);
-}
-
 int store_sync(struct store *s)
 {
     int rc = store_flush(s);

@@ -32,7 +32,7 @@
 #include <stdint.h>
 
 #define STORE_ENOTFOUND (-1) /* no such key / member / meta name */
-#define STORE_EFULL (-2)     /* the LMDB map is full: store_grow, retry */
+#define STORE_EFULL (-2)     /* the LMDB map is full and cannot grow */
 #define STORE_EIO (-3)       /* LMDB or the file system failed */
 #define STORE_ECORRUPT (-4)  /* a stored record does not decode */
 #define STORE_EINVAL (-5)    /* bad argument (e.g. empty or oversized key) */
@@ -134,11 +134,6 @@ void store_set_fatal(struct store *s, void (*fatal)(void *arg,
                                                     const char *what),
                      void *arg);
 
-/* Double the map size (up to a fixed ceiling), once the writer is idle.  No
- * other transaction may be open.  Errors: STORE_EFULL at the ceiling,
- * STORE_EIO. */
-int store_grow(struct store *s);
-
 /* Flush everything to disk (fsync). Errors: STORE_EIO. */
 int store_sync(struct store *s);
 
@@ -153,8 +148,8 @@ int store_stat(struct store *s, struct store_stat *st);
  * Errors: STORE_EINVAL (a write transaction is already open), STORE_EIO. */
 int store_txn_begin(struct store *s, bool write, struct store_txn *t);
 
-/* Commit a transaction (a read transaction is simply ended).
- * Errors: STORE_EFULL (nothing committed; abort already done), STORE_EIO. */
+/* Commit a transaction (a read transaction is simply ended): its writes
+ * wait in the overlay for the next commit to LMDB.  Returns 0. */
 int store_txn_commit(struct store_txn *t);
 
 void store_txn_abort(struct store_txn *t);
@@ -165,9 +160,9 @@ void store_txn_abort(struct store_txn *t);
 int store_kv_get(struct store_txn *t, const void *key, size_t klen,
                  struct store_record *rec);
 
-/* Write @rec under @key (write txn).  @append: the caller writes keys in
- * iteration order into an empty table (bulk load: faster).
- * Errors: STORE_EFULL, STORE_EINVAL, STORE_EIO. */
+/* Write @rec under @key (write txn).  @append is a hint that no longer
+ * matters: the writer commits in key order anyway.
+ * Errors: STORE_EINVAL, STORE_EIO (out of memory). */
 int store_kv_put(struct store_txn *t, const void *key, size_t klen,
                  const struct store_record *rec, bool append);
 
@@ -183,7 +178,7 @@ int store_clear(struct store_txn *t, enum store_table table);
 
 /* --- members ------------------------------------------------------------- */
 
-/* Errors: STORE_EFULL, STORE_EINVAL, STORE_EIO. */
+/* Errors: STORE_EINVAL, STORE_EIO (out of memory). */
 int store_member_put(struct store_txn *t, const struct store_member *m,
                      bool append);
 /* Errors: STORE_ENOTFOUND, STORE_ECORRUPT, STORE_EIO. */
@@ -196,7 +191,7 @@ int store_member_del(struct store_txn *t, uint64_t id);
 
 /* Errors: STORE_ENOTFOUND, STORE_ECORRUPT, STORE_EIO. */
 int store_meta_get(struct store_txn *t, const char *name, uint64_t *value);
-/* Errors: STORE_EFULL, STORE_EIO. */
+/* Errors: STORE_EIO (out of memory). */
 int store_meta_put(struct store_txn *t, const char *name, uint64_t value);
 
 /* --- iteration ------------------------------------------------------------- */
