@@ -1046,6 +1046,12 @@ static enum snap_verdict snap_parse(const uint8_t *data, size_t size,
     bool sorted = true;
 
     memset(s, 0, sizeof *s);
+    /* A marker (24 bytes: magic, applied index, cluster id) stands for the
+     * store itself: fine if the store is at least that far, else the store
+     * lost data and it is refused like a bad header. */
+    if (size == 24 && memcmp(data, "RKVSNAPM", 8) == 0)
+        return le64(data + 8) <= store_applied ? SNAP_NOT_NEWER
+                                               : SNAP_BAD_HEADER;
     if (size < 40 || memcmp(data, "RKVSNAP1", 8) != 0)
         return SNAP_BAD_HEADER;
     s->applied = le64(data + 8);
