@@ -478,9 +478,8 @@ static int64_t counted_below(const struct store *s, unsigned table)
     return n;
 }
 
-static int64_t counted(const struct store *s, unsigned table, MDB_dbi dbi)
+static int64_t counted(const struct store *s, unsigned table)
 {
-    (void)dbi;
     int64_t n = s->delta[s->active][table];
     if (!s->cleared[s->active][table])
         n += counted_below(s, table);
@@ -498,8 +497,8 @@ int store_stat(struct store *s, struct store_stat *st)
     reap(s);
     /* Counts include the writes not committed yet; sizes are as of the
      * last commit. */
-    st->keys = (uint64_t)counted(s, T_KV, s->kv);
-    st->members = (uint64_t)counted(s, T_MEMBERS, s->members);
+    st->keys = (uint64_t)counted(s, T_KV);
+    st->members = (uint64_t)counted(s, T_MEMBERS);
     mdb_env_info(s->env, &info);
     mdb_env_stat(s->env, &ms);
     st->used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
@@ -763,8 +762,8 @@ int store_kv_del(struct store_txn *t, const void *key, size_t klen)
 int store_count(struct store_txn *t, enum store_table table, uint64_t *n)
 {
     struct store *s = t->store;
-    *n = table == STORE_KV ? (uint64_t)counted(s, T_KV, s->kv)
-                           : (uint64_t)counted(s, T_MEMBERS, s->members);
+    *n = table == STORE_KV ? (uint64_t)counted(s, T_KV)
+                           : (uint64_t)counted(s, T_MEMBERS);
     return 0;
 }
 
