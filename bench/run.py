@@ -79,7 +79,7 @@ MODES = {
     # make bench / make bench-compare
     # growth_reps: alternated pairs per store-growth series.  Three pairs
     # gave per-run medians of 0.89 / 0.89 / 1.01 for one series whose two
-    # sides measured the same in 6 ad-hoc pairs (bench/NOTES.md), so five.
+    # sides measured the same in 6 ad-hoc pairs (bench/README.md), so five.
     "full": dict(warmup=2, duration=5, read_keys=100_000, load_keys=1_000_000,
                  load_conns=16, sizes=(1, 3, 5), workloads=True, scale=True,
                  growth_reps=5),
