@@ -326,6 +326,21 @@ static h2o_iovec_t http_error_body(h2o_mem_pool_t *pool, const char *msg,
     return h2o_iovec_init(buf, n);
 }
 
+/* Appends a response header whose strings already live as long as the
+ * request.  h2o's own h2o_add_header* would copy the original-case name once
+ * more; on a small read that copy was a visible share of the work. */
+static void http_push_header(h2o_req_t *req, const h2o_iovec_t *name,
+                             const char *orig_name, h2o_iovec_t value)
+{
+    h2o_header_t *slot;
+
+    h2o_vector_reserve(&req->pool, &req->res.headers, req->res.headers.size + 1);
+    slot = req->res.headers.entries + req->res.headers.size++;
+    slot->name = (h2o_iovec_t *)name;
+    slot->orig_name = orig_name;
+    slot->value = value;
+}
+
 static void http_set_content_type(h2o_req_t *req, const char *type, size_t len)
 {
     ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
@@ -334,8 +349,8 @@ static void http_set_content_type(h2o_req_t *req, const char *type, size_t len)
         req->res.headers.entries[i].value = h2o_iovec_init(type, len);
         return;
     }
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
-                   "Content-Type", type, len);
+    http_push_header(req, &H2O_TOKEN_CONTENT_TYPE->buf, "Content-Type",
+                     h2o_iovec_init(type, len));
 }
 
 static bool http_is_head(const h2o_req_t *req)
@@ -454,9 +469,8 @@ static void http_on_watch_timer(uv_timer_t *t)
 }
 
 /* Runs when h2o frees the request's pool: the request is gone for good. */
-static void http_req_dispose(void *p)
+static void http_req_dispose(struct http_req *r)
 {
-    struct http_req *r = p;
     unsigned n = r->n_release;
 
     http_unwatch(r);
@@ -556,46 +570,67 @@ void http_reply_error(struct http_req *req, int status, const char *fmt, ...)
               http_error_body(&req->h2o->pool, msg, (size_t)n));
 }
 
-static bool http_is_tchar(int c)
+/* The lowercase form of each byte that may appear in a header name (RFC 7230
+ * tchar), 0 for every other byte: one lookup both checks and folds a name.
+ * Filled by http_start, before any request can arrive. */
+static unsigned char http_name_lc[256];
+
+static void http_name_table_init(void)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-           (c >= '0' && c <= '9') || (c != '\0' && strchr("!#$%&'*+-.^_`|~", c));
+    for (int c = 1; c < 256; c++) {
+        bool tchar = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                     (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c);
+        http_name_lc[c] = tchar ? (unsigned char)h2o_tolower(c) : 0;
+    }
 }
 
 void http_add_header(struct http_req *req, const char *name,
                      const char *value)
 {
     h2o_req_t *h = req->h2o;
-    size_t nlen = strlen(name), vlen = strlen(value);
-    h2o_iovec_t lower, orig;
+    size_t nlen = strlen(name), vlen = 0;
+    const h2o_token_t *token;
+    h2o_iovec_t *lower;
+    char *text;
+    bool bad = nlen == 0;
 
     if (req->state == HTTP_REQ_REPLIED) {
         log_warn("http: header %s added after the reply; dropped", name);
         return;
     }
-    for (size_t i = 0; i < nlen; i++) {
-        if (!http_is_tchar((unsigned char)name[i]))
-            nlen = 0;
-    }
     /* A CR or LF would let a value smuggle headers into the response. */
-    if (nlen == 0 || strpbrk(value, "\r\n") != NULL) {
+    for (; value[vlen] != '\0'; vlen++)
+        bad |= value[vlen] == '\r' || value[vlen] == '\n';
+    /* One pool block: the lowercase name h2o matches on, then the name as
+     * the caller wrote it (what HTTP/1 sends), then the value. */
+    lower = h2o_mem_alloc_pool(&h->pool, sizeof *lower + 2 * nlen + vlen + 1);
+    text = (char *)(lower + 1);
+    for (size_t i = 0; i < nlen; i++) {
+        text[i] = (char)http_name_lc[(unsigned char)name[i]];
+        bad |= text[i] == '\0';
+    }
+    if (bad) {
         log_warn("http: malformed response header %s; dropped", name);
         return;
     }
     /* h2o writes the framing headers itself; a second copy would make the
      * response ambiguous. */
-    if (h2o_lcstris(name, nlen, H2O_STRLIT("content-length")) ||
-        h2o_lcstris(name, nlen, H2O_STRLIT("transfer-encoding")) ||
-        h2o_lcstris(name, nlen, H2O_STRLIT("connection"))) {
+    if (h2o_memis(text, nlen, H2O_STRLIT("content-length")) ||
+        h2o_memis(text, nlen, H2O_STRLIT("transfer-encoding")) ||
+        h2o_memis(text, nlen, H2O_STRLIT("connection"))) {
         log_warn("http: header %s is managed by the server; dropped", name);
         return;
     }
-    orig = h2o_strdup(&h->pool, name, nlen);
-    lower = h2o_strdup(&h->pool, name, nlen);
-    h2o_strtolower(lower.base, lower.len);
-    h2o_add_header_by_str(&h->pool, &h->res.headers, lower.base, lower.len, 1,
-                          orig.base, h2o_strdup(&h->pool, value, vlen).base,
-                          vlen);
+    memcpy(text + nlen, name, nlen);
+    memcpy(text + 2 * nlen, value, vlen + 1);
+    token = h2o_lookup_token(text, nlen);
+    if (token != NULL) {
+        http_push_header(h, &token->buf, text + nlen,
+                         h2o_iovec_init(text + 2 * nlen, vlen));
+        return;
+    }
+    *lower = h2o_iovec_init(text, nlen);
+    http_push_header(h, lower, text + nlen, h2o_iovec_init(text + 2 * nlen, vlen));
 }
 
 void http_req_on_release(struct http_req *req, void (*cb)(void *arg),
@@ -806,16 +841,40 @@ static size_t http_header_bytes(const struct http_server *s, const h2o_req_t *re
     return n;
 }
 
+/* h2o calls this from h2o_mem_clear_pool, before the pool's memory (and so
+ * the request, which lives in it) goes away. */
+static void http_req_dispose_ref(void *p)
+{
+    http_req_dispose(*(struct http_req **)p);
+}
+
+/* The request itself lives in h2o's pool, which h2o recycles.  Only a
+ * request that outlives its callback (pending) or has release watchers must
+ * hear when h2o frees it, so only those pay for the shared allocation (one
+ * malloc) that carries the dispose hook; most reads are answered inside the
+ * callback. */
+static void http_req_finish_callback(struct http_req *r)
+{
+    struct http_req **ref;
+
+    if (r->state == HTTP_REQ_PENDING || r->n_release > 0) {
+        ref = h2o_mem_alloc_shared(&r->h2o->pool, sizeof *ref,
+                                   http_req_dispose_ref);
+        *ref = r;
+    }
+}
+
 static int http_on_req(h2o_handler_t *self, h2o_req_t *hreq)
 {
     struct http_server *s = ((struct http_handler *)self)->server;
-    struct http_req *r = h2o_mem_alloc_shared(&hreq->pool, sizeof *r,
-                                              http_req_dispose);
+    struct http_req *r = h2o_mem_alloc_pool(&hreq->pool, sizeof *r);
     size_t hbytes;
 
     *r = (struct http_req){.h2o = hreq, .server = s,
                            .state = HTTP_REQ_IN_CALLBACK,
                            .start_ns = uv_hrtime()};
+    /* Room for the headers a reply usually carries, in one allocation. */
+    h2o_vector_reserve(&hreq->pool, &hreq->res.headers, 8);
     if (s->stopping) {
         http_reply_error(r, 503, "server is shutting down");
         return 0;
@@ -834,13 +893,16 @@ static int http_on_req(h2o_handler_t *self, h2o_req_t *hreq)
 
     s->cb(r, s->data);
 
-    if (r->state != HTTP_REQ_IN_CALLBACK)
-        return 0;
-    if (s->stopping) { /* the callback itself called http_stop */
+    if (r->state == HTTP_REQ_IN_CALLBACK && s->stopping) {
+        /* the callback itself called http_stop */
         http_reply_error(r, 503, "server is shutting down");
+    }
+    if (r->state != HTTP_REQ_IN_CALLBACK) {
+        http_req_finish_callback(r);
         return 0;
     }
     r->state = HTTP_REQ_PENDING;
+    http_req_finish_callback(r);
     http_pending_link(r);
     if (!uv_is_active((uv_handle_t *)&s->watch_timer))
         uv_timer_start(&s->watch_timer, http_on_watch_timer,
@@ -1078,10 +1140,14 @@ int http_start(struct http_server **out, uv_loop_t *loop,
     uv_unref((uv_handle_t *)&s->watch_timer);
     uv_idle_init(loop, &s->fence);
 
+    http_name_table_init();
     h2o_config_init(&s->config);
     s->config.max_request_entity_size =
         s->max_body < SIZE_MAX ? s->max_body + 1 : SIZE_MAX;
     s->config.http1.upgrade_to_http2 = 0;
+    /* No Server header: it told every client h2o's version, and h2o formats
+     * it with a sprintf of its own on every response. */
+    s->config.server_name = h2o_iovec_init("", 0);
     s->hostconf = h2o_config_register_host(
         &s->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     root = h2o_config_register_path(s->hostconf, "/", 0);

@@ -411,6 +411,10 @@ static void handle_inspect(struct fixture *f, struct http_req *req)
                          f->body);
         http_add_header(req, "X-Raft-Index", "42");
         http_add_header(req, "X-Evil", "a\r\nInjected: 1");
+        http_add_header(req, "Bad Name", "1");
+        http_add_header(req, "", "1");
+        http_add_header(req, "Content-LENGTH", "1");
+        http_add_header(req, "Cache-Control", "no-store"); /* an h2o token */
         http_reply_json(req, 201, out, (size_t)n);
         return;
     }
@@ -604,6 +608,21 @@ static void test_post_json(void **state)
     /* A value with CR/LF is refused rather than splitting the response. */
     assert_null(resp_header(&r, "X-Evil", got, sizeof got));
     assert_null(resp_header(&r, "Injected", got, sizeof got));
+    /* Names go out as the handler wrote them; bad or framing names do not. */
+    assert_non_null(strstr(r.head, "\r\nX-Raft-Index: 42\r\n"));
+    assert_non_null(strstr(r.head, "\r\nCache-Control: no-store\r\n"));
+    assert_null(resp_header(&r, "Bad Name", got, sizeof got));
+    assert_null(strstr(r.head, "\r\n: 1\r\n"));
+    assert_null(strstr(r.head, "Content-LENGTH"));
+    {
+        char len[32];
+        const char *first = strstr(r.head, "Content-Length:");
+        snprintf(len, sizeof len, "%zu", r.body_len);
+        assert_header(&r, "Content-Length", len);
+        assert_null(strstr(first + 1, "Content-Length:"));
+    }
+    /* No Server header advertising the HTTP library's version. */
+    assert_null(resp_header(&r, "Server", got, sizeof got));
     {
         json_t *doc = json_loadb(r.body, r.body_len, 0, NULL);
         assert_non_null(doc);
