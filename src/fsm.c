@@ -72,19 +72,9 @@ static int do_put(struct store_txn *t, uint64_t index, struct command_bytes key,
                   struct command_bytes value, struct fsm_outcome *o)
 {
     struct store_record rec;
-    int rv = store_kv_get(t, key.base, key.len, &rec);
+    int rv = store_kv_update(t, key.base, key.len, index, value.base,
+                             value.len, &rec);
 
-    if (rv == STORE_ENOTFOUND) {
-        rec.create_index = index;
-        rec.version = 0;
-    } else if (rv != 0) {
-        return rv;
-    }
-    rec.mod_index = index;
-    rec.version++;
-    rec.value = value.base;
-    rec.value_len = value.len;
-    rv = store_kv_put(t, key.base, key.len, &rec, false);
     if (rv != 0)
         return rv;
     meta_from(o, &rec);
@@ -699,7 +689,7 @@ static int restore_into(struct store_txn *t, struct snap_reader *r,
         prev = key;
         prev_len = klen;
         /* Keys were written in store order: append is safe and fast. */
-        if ((rv = store_kv_put(t, key, klen, &rec, true)) != 0)
+        if ((rv = store_kv_put(t, key, klen, &rec)) != 0)
             return rv == STORE_EINVAL ? STORE_ECORRUPT : rv;
     }
     if (r->pos != r->end)

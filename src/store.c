@@ -590,26 +590,34 @@ static int raw_get(struct store *s, unsigned table, const MDB_val *k,
     return mdb_get(s->rtxn, table_dbi(s, table), &kk, v);
 }
 
-/* Room for a value of v->mv_size bytes under @k, at v->mv_data. */
-static int raw_put(struct store_txn *t, unsigned table, const MDB_val *k,
-                   MDB_val *v)
+/* Room for a value of v->mv_size bytes under @k, at v->mv_data.  @existed
+ * says whether @k is already stored (its last lookup found it): the count of
+ * @table grows only when it was not. */
+static int raw_put_known(struct store_txn *t, unsigned table, const MDB_val *k,
+                         MDB_val *v, bool existed)
 {
     struct store *s = t->store;
-    MDB_val old;
     void *p;
     int rc;
 
     if (!t->write || !s->in_write)
         return EINVAL;
-    bool existed = table == T_META || raw_get(s, table, k, &old) == 0;
     rc = overlay_put(&s->ov[s->active], table, k->mv_data, k->mv_size,
                      v->mv_size, &p);
     if (rc != 0)
         return rc == -EINVAL ? MDB_BAD_VALSIZE : ENOMEM;
     v->mv_data = p;
-    if (!existed)
+    if (!existed && table != T_META)
         s->delta[s->active][table]++;
     return 0;
+}
+
+static int raw_put(struct store_txn *t, unsigned table, const MDB_val *k,
+                   MDB_val *v)
+{
+    MDB_val old;
+    bool existed = table == T_META || raw_get(t->store, table, k, &old) == 0;
+    return raw_put_known(t, table, k, v, existed);
 }
 
 static int raw_del(struct store_txn *t, unsigned table, const MDB_val *k)
@@ -719,19 +727,15 @@ int store_kv_get(struct store_txn *t, const void *key, size_t klen,
     return 0;
 }
 
-int store_kv_put(struct store_txn *t, const void *key, size_t klen,
-                 const struct store_record *rec, bool append)
+/* Writes @rec under @k, the encoded form of @key. */
+static int kv_write(struct store_txn *t, struct lmdb_key *k, const void *key,
+                    size_t klen, const struct store_record *rec, bool existed)
 {
-    struct lmdb_key k;
     size_t extra = klen >= STORE_SHORT_KEY ? 2 + klen : 0;
     MDB_val v = {STORE_RECORD_HEADER + extra + rec->value_len, NULL};
-    int rc;
+    /* Like MDB_RESERVE: the record is written in place, no temporary copy. */
+    int rc = raw_put_known(t, T_KV, &k->val, &v, existed);
 
-    if ((rc = key_encode(key, klen, &k)) != 0)
-        return rc;
-    (void)append; /* the writer commits in key order anyway */
-    /* MDB_RESERVE lets us write the record in place: no temporary copy. */
-    rc = raw_put(t, T_KV, &k.val, &v);
     if (rc != 0)
         return store_err(rc, "put");
     uint8_t *p = v.mv_data;
@@ -748,6 +752,54 @@ int store_kv_put(struct store_txn *t, const void *key, size_t klen,
     if (rec->value_len > 0)
         memcpy(p, rec->value, rec->value_len);
     return 0;
+}
+
+int store_kv_put(struct store_txn *t, const void *key, size_t klen,
+                 const struct store_record *rec)
+{
+    struct lmdb_key k;
+    MDB_val old;
+    int rc;
+
+    if ((rc = key_encode(key, klen, &k)) != 0)
+        return rc;
+    return kv_write(t, &k, key, klen, rec,
+                    raw_get(t->store, T_KV, &k.val, &old) == 0);
+}
+
+int store_kv_update(struct store_txn *t, const void *key, size_t klen,
+                    uint64_t index, const void *value, size_t vlen,
+                    struct store_record *rec)
+{
+    struct lmdb_key k;
+    struct store_record prev;
+    MDB_val old;
+    const void *full;
+    size_t full_len;
+    int rc;
+
+    if ((rc = key_encode(key, klen, &k)) != 0)
+        return rc;
+    rc = raw_get(t->store, T_KV, &k.val, &old);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return store_err(rc, "get");
+    bool existed = rc == 0;
+    rec->create_index = index;
+    rec->version = 1;
+    if (existed) {
+        if ((rc = record_decode(&k.val, &old, &prev, &full, &full_len)) != 0)
+            return rc;
+        /* A long key whose hash collides replaces the other key, as a put
+         * after a failed get would, but starts a history of its own. */
+        if (full_len == klen && memcmp(full, key, klen) == 0) {
+            rec->create_index = prev.create_index;
+            rec->version = prev.version + 1;
+        }
+    }
+    rec->mod_index = index;
+    rec->value = value;
+    rec->value_len = vlen;
+    return kv_write(t, &k, key, klen, rec, existed);
 }
 
 int store_kv_del(struct store_txn *t, const void *key, size_t klen)

@@ -160,11 +160,21 @@ void store_txn_abort(struct store_txn *t);
 int store_kv_get(struct store_txn *t, const void *key, size_t klen,
                  struct store_record *rec);
 
-/* Write @rec under @key (write txn).  @append is a hint that no longer
- * matters: the writer commits in key order anyway.
+/* Write @rec under @key (write txn), as it is: a snapshot's restore.
  * Errors: STORE_EINVAL, STORE_EIO (out of memory). */
 int store_kv_put(struct store_txn *t, const void *key, size_t klen,
-                 const struct store_record *rec, bool append);
+                 const struct store_record *rec);
+
+/* Write @value under @key as the command at log @index (write txn), and
+ * keep the key's history: mod_index becomes @index; a new key gets
+ * create_index @index and version 1, a stored one keeps its create_index and
+ * counts its version up by one.  @rec receives what was written (its value
+ * points at @value).  It looks the key up once, where store_kv_get followed
+ * by store_kv_put would look twice.
+ * Errors: STORE_ECORRUPT (the stored record), STORE_EINVAL, STORE_EIO. */
+int store_kv_update(struct store_txn *t, const void *key, size_t klen,
+                    uint64_t index, const void *value, size_t vlen,
+                    struct store_record *rec);
 
 /* Errors: STORE_ENOTFOUND, STORE_EINVAL, STORE_EIO. */
 int store_kv_del(struct store_txn *t, const void *key, size_t klen);

@@ -45,7 +45,7 @@ static void put(struct store *s, const char *key, const char *value,
     struct store_txn t;
     struct store_record rec = {index, index, 1, value, strlen(value)};
     assert_int_equal(store_txn_begin(s, true, &t), 0);
-    assert_int_equal(store_kv_put(&t, key, strlen(key), &rec, false), 0);
+    assert_int_equal(store_kv_put(&t, key, strlen(key), &rec), 0);
     assert_int_equal(store_txn_commit(&t), 0);
 }
 
@@ -83,7 +83,7 @@ static void test_abort_discards(void **state)
     struct store_txn t;
     struct store_record rec = {1, 1, 1, "v", 1};
     assert_int_equal(store_txn_begin(f->s, true, &t), 0);
-    assert_int_equal(store_kv_put(&t, "k", 1, &rec, false), 0);
+    assert_int_equal(store_kv_put(&t, "k", 1, &rec), 0);
     store_txn_abort(&t);
     assert_int_equal(store_txn_begin(f->s, false, &t), 0);
     assert_int_equal(store_kv_get(&t, "k", 1, &rec), STORE_ENOTFOUND);
@@ -107,8 +107,8 @@ static void test_long_keys(void **state)
         b[n - 1] = 'z'; /* same long prefix, different key */
         struct store_record ra = {1, 1, 1, "A", 1}, rb = {2, 2, 1, "B", 1};
         assert_int_equal(store_txn_begin(f->s, true, &t), 0);
-        assert_int_equal(store_kv_put(&t, a, n, &ra, false), 0);
-        assert_int_equal(store_kv_put(&t, b, n, &rb, false), 0);
+        assert_int_equal(store_kv_put(&t, a, n, &ra), 0);
+        assert_int_equal(store_kv_put(&t, b, n, &rb), 0);
         assert_int_equal(store_txn_commit(&t), 0);
 
         assert_int_equal(store_txn_begin(f->s, false, &t), 0);
@@ -139,7 +139,7 @@ static void test_long_keys(void **state)
     assert_int_equal(store_txn_begin(f->s, true, &t), 0);
     assert_int_equal(store_kv_del(&t, a, 4096), 0);
     assert_int_equal(store_kv_get(&t, b, 4096, &rec), 0);
-    assert_int_equal(store_kv_put(&t, "", 0, &rec, false), STORE_EINVAL);
+    assert_int_equal(store_kv_put(&t, "", 0, &rec), STORE_EINVAL);
     store_txn_abort(&t);
     free(a);
     free(b);
@@ -173,10 +173,10 @@ static void test_long_keys_iterate_in_byte_order(void **state)
         memset(buf, 'p', len);
         for (size_t j = 480; j < len; j++)
             buf[j] = (char)('a' + rand() % 3);
-        assert_int_equal(store_kv_put(&t, buf, len, &rec, false), 0);
+        assert_int_equal(store_kv_put(&t, buf, len, &rec), 0);
     }
-    assert_int_equal(store_kv_put(&t, "a", 1, &rec, false), 0);
-    assert_int_equal(store_kv_put(&t, "q", 1, &rec, false), 0);
+    assert_int_equal(store_kv_put(&t, "a", 1, &rec), 0);
+    assert_int_equal(store_kv_put(&t, "q", 1, &rec), 0);
     assert_int_equal(store_txn_commit(&t), 0);
 
     assert_int_equal(store_txn_begin(f->s, false, &t), 0);
@@ -315,7 +315,7 @@ static void test_map_grows_for_a_commit(void **state)
     assert_int_equal(store_txn_begin(f->s, true, &t), 0);
     for (int i = 0; i < 400; i++) {
         snprintf(key, sizeof key, "k%05d", i);
-        assert_int_equal(store_kv_put(&t, key, strlen(key), &rec, false), 0);
+        assert_int_equal(store_kv_put(&t, key, strlen(key), &rec), 0);
     }
     assert_int_equal(store_txn_commit(&t), 0);
     assert_int_equal(store_flush(f->s), 0);
@@ -411,7 +411,7 @@ static void test_clear_then_abort_or_commit(void **state)
                          STORE_ENOTFOUND);
         assert_int_equal(store_kv_get(&t, "open", 4, &rec), STORE_ENOTFOUND);
         rec = (struct store_record){9, 9, 1, "after", 5};
-        assert_int_equal(store_kv_put(&t, "new", 3, &rec, false), 0);
+        assert_int_equal(store_kv_put(&t, "new", 3, &rec), 0);
         assert_int_equal(store_count(&t, STORE_KV, &n), 0);
         assert_int_equal(n, 1);
         if (commit) {
@@ -557,6 +557,77 @@ static void test_clear(void **state)
     assert_int_equal(store_txn_commit(&t), 0);
 }
 
+static void update(struct store *s, const char *key, size_t klen,
+                   const char *value, uint64_t index, uint64_t want_create,
+                   uint64_t want_version)
+{
+    struct store_txn t;
+    struct store_record rec;
+    assert_int_equal(store_txn_begin(s, true, &t), 0);
+    assert_int_equal(store_kv_update(&t, key, klen, index, value,
+                                     strlen(value), &rec), 0);
+    assert_int_equal(rec.create_index, want_create);
+    assert_int_equal(rec.mod_index, index);
+    assert_int_equal(rec.version, want_version);
+    assert_ptr_equal(rec.value, value);
+    assert_int_equal(store_txn_commit(&t), 0);
+    assert_int_equal(store_txn_begin(s, false, &t), 0);
+    assert_int_equal(store_kv_get(&t, key, klen, &rec), 0);
+    assert_int_equal(rec.create_index, want_create);
+    assert_int_equal(rec.mod_index, index);
+    assert_int_equal(rec.version, want_version);
+    assert_memory_equal(rec.value, value, strlen(value));
+    store_txn_abort(&t);
+}
+
+/* An update keeps a key's history wherever its last version lives (just
+ * applied, committed to LMDB, after a reopen), for short and long keys,
+ * and the key count grows only with new keys, also across an abort. */
+static void test_update_keeps_history_and_count(void **state)
+{
+    struct fixture *f = *state;
+    char big[STORE_SHORT_KEY + 40];
+    struct store_txn t;
+    struct store_record rec;
+
+    memset(big, 'L', sizeof big);
+    update(f->s, "k", 1, "one", 5, 5, 1);
+    update(f->s, big, sizeof big, "b1", 6, 6, 1);
+    assert_int_equal(keys(f->s), 2);
+    update(f->s, "k", 1, "two", 7, 5, 2); /* still in the overlay */
+    assert_int_equal(store_flush(f->s), 0);
+    update(f->s, "k", 1, "three", 8, 5, 3); /* from LMDB */
+    update(f->s, big, sizeof big, "b2", 9, 6, 2);
+    assert_int_equal(keys(f->s), 2);
+
+    /* an aborted update of a new key leaves neither key nor count */
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    assert_int_equal(store_kv_update(&t, "n", 1, 10, "x", 1, &rec), 0);
+    assert_int_equal(rec.version, 1);
+    store_txn_abort(&t);
+    assert_int_equal(keys(f->s), 2);
+
+    /* a deleted key starts a new history */
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    assert_int_equal(store_kv_del(&t, "k", 1), 0);
+    assert_int_equal(store_txn_commit(&t), 0);
+    assert_int_equal(keys(f->s), 1);
+    update(f->s, "k", 1, "again", 11, 11, 1);
+    assert_int_equal(keys(f->s), 2);
+
+    assert_int_equal(store_flush(f->s), 0);
+    store_close(f->s);
+    assert_int_equal(store_open(&f->s, f->dir, 1 << 20), 0);
+    assert_int_equal(keys(f->s), 2);
+    update(f->s, "k", 1, "reopened", 12, 11, 2);
+    update(f->s, big, sizeof big, "b3", 13, 6, 3);
+    assert_int_equal(keys(f->s), 2);
+
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    assert_int_equal(store_kv_update(&t, "", 0, 14, "x", 1, &rec), STORE_EINVAL);
+    store_txn_abort(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -579,6 +650,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cursor_merges_layers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_clear, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_update_keeps_history_and_count,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests_name("store", tests, NULL, NULL);
 }
