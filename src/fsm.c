@@ -688,7 +688,6 @@ static int restore_into(struct store_txn *t, struct snap_reader *r,
             return STORE_ECORRUPT;
         prev = key;
         prev_len = klen;
-        /* Keys were written in store order: append is safe and fast. */
         if ((rv = store_kv_put(t, key, klen, &rec)) != 0)
             return rv == STORE_EINVAL ? STORE_ECORRUPT : rv;
     }

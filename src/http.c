@@ -26,9 +26,12 @@
  *   a write or linearizable read that is answered a millisecond later
  *   anyway; a vanished client only matters for requests that wait long.
  *
- * - The release callback hangs off a shared allocation in the request's
- *   memory pool: h2o disposes it exactly when it frees the request, after the
- *   reply was handed to the socket or when the connection dies.
+ * - The request lives in h2o's memory pool.  One still pending when its
+ *   callback returns, or with release watchers, also gets a shared
+ *   allocation linked to that pool: h2o disposes it exactly when it frees the
+ *   request, after the reply was handed to the socket or when the connection
+ *   dies, and that runs the release callbacks.  A request answered inside
+ *   its callback, most reads, needs neither, and costs no malloc.
  *
  * - Body limits: h2o refuses a body larger than max_request_entity_size with
  *   its own text/plain 413 before reading it (at once for a declared
