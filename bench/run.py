@@ -1542,6 +1542,31 @@ def summary(paths):
         print("  " + line)
     print()
     print(render_table(res, get=get, spread=spread))
+    # The targets are ratios within a run: each run's own ratio, and (runs
+    # with rounds) the median of its per-round ratios, beside the ratio of
+    # the medians that the table shows.
+    lines = []
+    for f in TARGETED:
+        for b in SYSTEMS[1:]:
+            own, rounds = [], []
+            for rows in runs:
+                v = {(r["system"], r["metric"]): r["value"] for r in rows if r["figure"] == f}
+                try:
+                    own.append(float(v[("raftkv", "ops_s")]) / float(v[(b, "ops_s")]))
+                except (KeyError, ValueError, ZeroDivisionError):
+                    continue
+                if (b, "round_ratio_median") in v:
+                    rounds.append(float(v[(b, "round_ratio_median")]))
+            if own:
+                line = "%s, raftkv/%s: per run %s, median %.2fx" % (
+                    res.labels.get(f, f), b, " / ".join("%.2f" % x for x in own),
+                    statistics.median(own))
+                if rounds:
+                    line += "; median per-round ratio %s" % " / ".join("%.2f" % x for x in rounds)
+                lines.append(line)
+    if lines:
+        print()
+        print("\n".join(lines))
 
 
 # ---------------------------------------------------------------------------
