@@ -703,28 +703,39 @@ static int key_encode(const void *key, size_t klen, struct lmdb_key *out)
     return 0;
 }
 
-int store_kv_get(struct store_txn *t, const void *key, size_t klen,
-                 struct store_record *rec)
+/* Looks @key up, encoding it into @k.  Returns 0 with @rec filled,
+ * STORE_ENOTFOUND, or another error of store_kv_get's.  *taken says whether
+ * @k is stored at all: by @key, or by another long key whose 128-bit hash
+ * collides with it (not expected), whose value is never returned as
+ * @key's. */
+static int kv_lookup(struct store_txn *t, const void *key, size_t klen,
+                     struct lmdb_key *k, struct store_record *rec, bool *taken)
 {
-    struct lmdb_key k;
     MDB_val v;
     const void *full;
     size_t full_len;
     int rc;
 
-    if ((rc = key_encode(key, klen, &k)) != 0)
+    *taken = false;
+    if ((rc = key_encode(key, klen, k)) != 0)
         return rc;
-    rc = raw_get(t->store, T_KV, &k.val, &v);
+    rc = raw_get(t->store, T_KV, &k->val, &v);
     if (rc != 0)
         return store_err(rc, "get");
-    rc = record_decode(&k.val, &v, rec, &full, &full_len);
-    if (rc != 0)
+    *taken = true;
+    if ((rc = record_decode(&k->val, &v, rec, &full, &full_len)) != 0)
         return rc;
-    /* A 128-bit hash collision is not expected, but never return the wrong
-     * key's value. */
     if (full_len != klen || memcmp(full, key, klen) != 0)
         return STORE_ENOTFOUND;
     return 0;
+}
+
+int store_kv_get(struct store_txn *t, const void *key, size_t klen,
+                 struct store_record *rec)
+{
+    struct lmdb_key k;
+    bool taken;
+    return kv_lookup(t, key, klen, &k, rec, &taken);
 }
 
 /* Writes @rec under @k, the encoded form of @key. */
@@ -773,33 +784,19 @@ int store_kv_update(struct store_txn *t, const void *key, size_t klen,
 {
     struct lmdb_key k;
     struct store_record prev;
-    MDB_val old;
-    const void *full;
-    size_t full_len;
-    int rc;
+    bool taken;
+    int rc = kv_lookup(t, key, klen, &k, &prev, &taken);
 
-    if ((rc = key_encode(key, klen, &k)) != 0)
+    if (rc != 0 && rc != STORE_ENOTFOUND)
         return rc;
-    rc = raw_get(t->store, T_KV, &k.val, &old);
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        return store_err(rc, "get");
-    bool existed = rc == 0;
-    rec->create_index = index;
-    rec->version = 1;
-    if (existed) {
-        if ((rc = record_decode(&k.val, &old, &prev, &full, &full_len)) != 0)
-            return rc;
-        /* A long key whose hash collides replaces the other key, as a put
-         * after a failed get would, but starts a history of its own. */
-        if (full_len == klen && memcmp(full, key, klen) == 0) {
-            rec->create_index = prev.create_index;
-            rec->version = prev.version + 1;
-        }
-    }
+    /* A long key whose hash collides replaces the other key, as a put after
+     * a failed get would, but starts a history of its own. */
+    rec->create_index = rc == 0 ? prev.create_index : index;
+    rec->version = rc == 0 ? prev.version + 1 : 1;
     rec->mod_index = index;
     rec->value = value;
     rec->value_len = vlen;
-    return kv_write(t, &k, key, klen, rec, existed);
+    return kv_write(t, &k, key, klen, rec, taken);
 }
 
 int store_kv_del(struct store_txn *t, const void *key, size_t klen)
