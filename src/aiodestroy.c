@@ -21,6 +21,7 @@
  * destroys a context per write on its worker threads when a write would
  * block: past AIODESTROY_MAX_THREADS waiting, a call is made in place. */
 #include "aiodestroy.h"
+#include "epollskip.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -100,6 +101,8 @@ __attribute__((no_sanitize_address)) long syscall(long number, ...)
     va_end(ap);
     if (number == SYS_io_destroy && aiodestroy_defer(a[0]) == 0)
         return 0;
+    if (number == SYS_close)
+        epollskip_forget((int)a[0]); /* libuv closes this way */
     return aiodestroy_forward(number, a);
 }
 

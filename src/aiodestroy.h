@@ -3,7 +3,8 @@
  * The file defines syscall() for the process: SYS_io_destroy returns 0 at
  * once and runs on a detached thread (or right here when 16 are already
  * waiting or no thread can be started); every other number is passed on
- * unchanged, errno included. */
+ * unchanged, errno included.  SYS_close also tells epollskip.c that the
+ * descriptor is going. */
 #ifndef RAFTKV_AIODESTROY_H
 #define RAFTKV_AIODESTROY_H
 
