@@ -126,19 +126,28 @@ static void test_changed_events_reach_the_kernel(void **state)
     close(p.b);
 }
 
-/* The descriptor is closed without any epoll_ctl, and its number comes
- * back at once for a new socket: the ADD must reach the kernel, or the new
- * socket would never be watched. */
-static void test_closed_number_reused(void **state)
+static void close_by_libc(int fd)
 {
-    int ep = *(int *)*state;
+    assert_int_equal(close(fd), 0);
+}
+
+static void close_by_syscall(int fd) /* the way libuv closes */
+{
+    assert_int_equal(syscall(SYS_close, (long)fd), 0);
+}
+
+/* The watched descriptor is closed by @close_fd without any epoll_ctl, and
+ * its number comes back at once for a new socket: the ADD must reach the
+ * kernel, or the new socket would never be watched. */
+static void closed_number_reused(int ep, void (*close_fd)(int))
+{
     struct pair p = pair_open();
     struct epoll_event e = as_libuv(p.a, EPOLLIN);
     bool has;
 
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, p.a, &e), 0);
     int number = p.a;
-    close(p.a);
+    close_fd(p.a);
     close(p.b);
 
     struct pair q = pair_open();
@@ -152,28 +161,14 @@ static void test_closed_number_reused(void **state)
     close(q.b);
 }
 
-/* The same, closed the way libuv closes: syscall(SYS_close). */
+static void test_closed_number_reused(void **state)
+{
+    closed_number_reused(*(int *)*state, close_by_libc);
+}
+
 static void test_closed_through_syscall(void **state)
 {
-    int ep = *(int *)*state;
-    struct pair p = pair_open();
-    struct epoll_event e = as_libuv(p.a, EPOLLIN);
-    bool has;
-
-    assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, p.a, &e), 0);
-    int number = p.a;
-    assert_int_equal(syscall(SYS_close, (long)p.a), 0);
-    close(p.b);
-
-    struct pair q = pair_open();
-    assert_int_equal(q.a, number);
-    e = as_libuv(q.a, EPOLLIN);
-    assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, q.a, &e), 0);
-    poke(q);
-    assert_int_equal(ready(ep, q.a, 1000, &has), 1);
-    assert_true(has);
-    close(q.a);
-    close(q.b);
+    closed_number_reused(*(int *)*state, close_by_syscall);
 }
 
 /* An ADD that fails says nothing of the events the kernel holds: the MOD
