@@ -59,6 +59,27 @@ static void poke(struct pair p)
     assert_int_equal(write(p.b, "x", 1), 1);
 }
 
+static void pair_close(struct pair p)
+{
+    close(p.a);
+    close(p.b);
+}
+
+/* @fd, and nothing else, becomes ready within a second. */
+static void assert_only_ready(int ep, int fd)
+{
+    bool has;
+    assert_int_equal(ready(ep, fd, 1000, &has), 1);
+    assert_true(has);
+}
+
+/* Nothing is ready now. */
+static void assert_none_ready(int ep)
+{
+    bool has;
+    assert_int_equal(ready(ep, -1, 0, &has), 0);
+}
+
 /* Every story starts with a fresh epoll set: closing the old one made the
  * module forget it, so the first ADD on the new one adopts it. */
 static int setup(void **state)
@@ -86,7 +107,6 @@ static void test_restart_is_answered_here(void **state)
     int ep = *(int *)*state;
     struct pair p = pair_open();
     struct epoll_event e = as_libuv(p.a, EPOLLIN);
-    bool has;
 
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, p.a, &e), 0);
     unsigned long before = epollskip_answered();
@@ -96,12 +116,10 @@ static void test_restart_is_answered_here(void **state)
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_MOD, p.a, &e), 0);
     assert_int_equal(epollskip_answered() - before, 2);
 
-    assert_int_equal(ready(ep, p.a, 0, &has), 0);
+    assert_none_ready(ep);
     poke(p);
-    assert_int_equal(ready(ep, p.a, 1000, &has), 1);
-    assert_true(has);
-    close(p.a);
-    close(p.b);
+    assert_only_ready(ep, p.a);
+    pair_close(p);
 }
 
 /* A change of events goes to the kernel, and the new events take. */
@@ -111,19 +129,16 @@ static void test_changed_events_reach_the_kernel(void **state)
     struct pair p = pair_open();
     struct epoll_event in = as_libuv(p.a, EPOLLIN);
     struct epoll_event out = as_libuv(p.a, EPOLLOUT);
-    bool has;
 
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, p.a, &in), 0);
     unsigned long before = epollskip_answered();
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_MOD, p.a, &out), 0);
     assert_int_equal(epollskip_answered(), before);
     /* A socket with room to write is ready for EPOLLOUT at once. */
-    assert_int_equal(ready(ep, p.a, 1000, &has), 1);
-    assert_true(has);
+    assert_only_ready(ep, p.a);
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_MOD, p.a, &in), 0);
-    assert_int_equal(ready(ep, p.a, 0, &has), 0);
-    close(p.a);
-    close(p.b);
+    assert_none_ready(ep);
+    pair_close(p);
 }
 
 static void close_by_libc(int fd)
@@ -143,7 +158,6 @@ static void closed_number_reused(int ep, void (*close_fd)(int))
 {
     struct pair p = pair_open();
     struct epoll_event e = as_libuv(p.a, EPOLLIN);
-    bool has;
 
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, p.a, &e), 0);
     int number = p.a;
@@ -155,10 +169,8 @@ static void closed_number_reused(int ep, void (*close_fd)(int))
     e = as_libuv(q.a, EPOLLIN);
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, q.a, &e), 0);
     poke(q);
-    assert_int_equal(ready(ep, q.a, 1000, &has), 1);
-    assert_true(has);
-    close(q.a);
-    close(q.b);
+    assert_only_ready(ep, q.a);
+    pair_close(q);
 }
 
 static void test_closed_number_reused(void **state)
@@ -179,17 +191,14 @@ static void test_failed_add_leaves_events_unknown(void **state)
     struct pair p = pair_open();
     struct epoll_event in = as_libuv(p.a, EPOLLIN);
     struct epoll_event out = as_libuv(p.a, EPOLLOUT);
-    bool has;
 
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, p.a, &in), 0);
     errno = 0;
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, p.a, &out), -1);
     assert_int_equal(errno, EEXIST);
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_MOD, p.a, &out), 0);
-    assert_int_equal(ready(ep, p.a, 1000, &has), 1); /* writable */
-    assert_true(has);
-    close(p.a);
-    close(p.b);
+    assert_only_ready(ep, p.a); /* writable */
+    pair_close(p);
 }
 
 /* After a DEL the descriptor is out of the set: an ADD must go to the
@@ -199,17 +208,14 @@ static void test_del_then_add(void **state)
     int ep = *(int *)*state;
     struct pair p = pair_open();
     struct epoll_event e = as_libuv(p.a, EPOLLIN);
-    bool has;
 
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, p.a, &e), 0);
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_DEL, p.a, &e), 0);
     poke(p);
-    assert_int_equal(ready(ep, p.a, 0, &has), 0);
+    assert_none_ready(ep);
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, p.a, &e), 0);
-    assert_int_equal(ready(ep, p.a, 1000, &has), 1);
-    assert_true(has);
-    close(p.a);
-    close(p.b);
+    assert_only_ready(ep, p.a);
+    pair_close(p);
 }
 
 /* One-shot registrations are re-armed by a MOD with the same events: that
@@ -219,20 +225,17 @@ static void test_oneshot_is_rearmed(void **state)
     int ep = *(int *)*state;
     struct pair p = pair_open();
     struct epoll_event e = as_libuv(p.a, EPOLLIN | EPOLLONESHOT);
-    bool has;
     char c;
 
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, p.a, &e), 0);
     poke(p);
-    assert_int_equal(ready(ep, p.a, 1000, &has), 1);
+    assert_only_ready(ep, p.a);
     assert_int_equal(read(p.a, &c, 1), 1);
     poke(p);
-    assert_int_equal(ready(ep, p.a, 0, &has), 0); /* disarmed */
+    assert_none_ready(ep); /* disarmed */
     assert_int_equal(epoll_ctl(ep, EPOLL_CTL_MOD, p.a, &e), 0);
-    assert_int_equal(ready(ep, p.a, 1000, &has), 1);
-    assert_true(has);
-    close(p.a);
-    close(p.b);
+    assert_only_ready(ep, p.a);
+    pair_close(p);
 }
 
 /* A second epoll set is not followed: its calls all reach the kernel. */
@@ -253,8 +256,7 @@ static void test_other_set_passes_through(void **state)
     assert_int_equal(epoll_ctl(other, EPOLL_CTL_MOD, p.a, &e), 0);
     assert_int_equal(epollskip_answered(), before);
     close(other);
-    close(p.a);
-    close(p.b);
+    pair_close(p);
 }
 
 /* A real libuv loop: a TCP echo over loopback whose server stops and
