@@ -6,8 +6,9 @@
  * an EPOLL_CTL_ADD, which fails with EEXIST, then an EPOLL_CTL_MOD to the
  * events the descriptor already has.  Two system calls per request that
  * change nothing: 12% of a leader's CPU under writes on the bench machine
- * (a paravirtualized guest where every system call is dear), and answering
- * them here lifts linearizable reads by ~15% (bench/NOTES.md).
+ * (a paravirtualized guest where every system call is dear).  Answering
+ * them here lifted stale reads 9-35% (10 alternated pairs), linearizable
+ * reads a median 4%, writes not at all (bench/NOTES.md).
  *
  * So this file defines epoll_ctl for the whole process (an executable's
  * definition wins over glibc's, as with segalloc.c and aiodestroy.c) and
