@@ -341,6 +341,15 @@ int command_batch_finish(struct command_batch *b, void **base, size_t *len)
     if (b->count == 0)
         return COMMAND_EMALFORMED;
     *len = entry_close(b->buf, b->count, b->len - COMMAND_HEADER_SIZE);
+    /* The buffer grew by doubling, so up to half of it is unused, and
+     * libraft keeps the entry in memory until a snapshot passes it: the
+     * log's share of the heap was up to twice its size.  Shrinking in place
+     * is a split of the block, not a copy. */
+    if (*len < b->cap) {
+        uint8_t *fit = raft_realloc(b->buf, *len);
+        if (fit != NULL)
+            b->buf = fit;
+    }
     *base = b->buf;
     command_batch_init(b);
     return 0;

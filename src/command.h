@@ -168,7 +168,8 @@ int command_batch_add(struct command_batch *b, const struct command *cmds,
                       unsigned n);
 
 /* Close the entry (header, padding) and hand over its raft_malloc'ed
- * buffer; the batch is empty again.  COMMAND_EMALFORMED when empty. */
+ * buffer, cut to the entry's length; the batch is empty again.
+ * COMMAND_EMALFORMED when empty. */
 int command_batch_finish(struct command_batch *b, void **base, size_t *len);
 
 /* Drop what was added. */

@@ -32,7 +32,7 @@ static const struct flag flags[] = {
     {"max-key-size", F_SIZE, "BYTES  largest key accepted (default 4096)"},
     {"max-value-size", F_SIZE, "BYTES  largest value accepted (default 1048576)"},
     {"max-body-size", F_SIZE, "BYTES  largest request body accepted (default 1572864)"},
-    {"snapshot-threshold", F_COUNT, "N  log entries between snapshots (default 8192; sooner after 24 MiB)"},
+    {"snapshot-threshold", F_COUNT, "N  log entries between snapshots (default 8192; sooner after 16 MiB)"},
     {"segment-size", F_SIZE, "BYTES  Raft log segment file size (default 8388608)"},
     {"snapshot-trailing", F_COUNT, "N  log entries kept after a snapshot (default 2048; at most ~8 MiB)"},
     {"election-timeout", F_MS, "MS  Raft election timeout (default 1000)"},

@@ -152,7 +152,7 @@ int main(int argc, char **argv)
      * free and then keeps later ones in the heap, where freed holes stay
      * resident: 145 MiB after one snapshot of 1M keys.  A fixed threshold
      * hands every block of 4 MiB or more back to the system when it is freed
-     * (node_tick trims the rest of the heap after snapshots).
+     * (node_trim_when_quiet trims the rest of the heap once writes stop).
      *
      * Not lower: every applied entry is an LMDB child transaction, which
      * allocates 3 MiB of page lists (2 + 1 MiB) and frees them at commit.

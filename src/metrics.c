@@ -104,6 +104,9 @@ static const struct metrics_family metrics_counter_families[] = {
                                     "reads waited for a log entry."},
     [METRICS_READ_QUESTIONS] = {"raftkv_read_questions_total",
                                 "Leadership questions sent to other voters."},
+    [METRICS_HEAP_TRIMS] = {"raftkv_heap_trims_total",
+                            "Times the heap's free pages went back to the "
+                            "system: after a snapshot, once writes stopped."},
 };
 _Static_assert(sizeof metrics_counter_families /
                        sizeof metrics_counter_families[0] ==

@@ -148,7 +148,11 @@ struct node
     uint64_t last_flush_ms;
     /* Snapshot settings last given to libraft (node_snapshot_policy). */
     unsigned snap_threshold, snap_trailing;
+    /* node_trim_when_quiet */
     uint64_t trimmed_at_snapshot; /* snapshots seen by the last malloc_trim */
+    uint64_t trim_applied;        /* applied index at the last tick */
+    unsigned trim_quiet_ticks;    /* ticks since it last moved */
+    uint64_t heap_trims;          /* malloc_trim calls */
     struct client *client;
     struct raft_instance *instances; /* every one opened, newest first */
 

@@ -564,7 +564,7 @@ static const char *const counter_names[] = {
     "raftkv_writes_committed_total",   "raftkv_writes_failed_total",
     "raftkv_entries_proposed_total",   "raftkv_commands_proposed_total",
     "raftkv_read_rounds_total",        "raftkv_read_rounds_failed_total",
-    "raftkv_read_questions_total",
+    "raftkv_read_questions_total",     "raftkv_heap_trims_total",
 };
 
 static const char *const gauge_names[] = {
