@@ -678,8 +678,9 @@ static void node_set_election_timeout(struct node *n)
  * heap.  While writes go on, the log grows back into them before the next
  * snapshot, so handing them to the system then is churn: every page comes
  * back as a page fault.  Trimmed after each snapshot, a leader under writes
- * at 64 connections took ~2.5k page faults/s and wrote 7% less (on a
- * paravirtualized guest; bench/NOTES.md).  So the holes are given back only
+ * at 64 connections took ~2.5k page faults/s, and writes ran ~9% slower
+ * (median of 8 alternated pairs on a paravirtualized guest; bench/NOTES.md,
+ * "Page faults").  So the holes are given back only
  * once no entry has been applied for NODE_TRIM_QUIET_TICKS; until then the
  * heap stays at its high mark, which NODE_LOG_BYTES bounds. */
 static void node_trim_when_quiet(struct node *n)
