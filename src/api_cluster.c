@@ -447,6 +447,8 @@ void api_metrics(struct api *a, struct http_req *req)
     sync_counter(a, METRICS_READ_QUESTIONS, n->reads.confirm.requests);
     sync_counter(a, METRICS_ENTRIES_PROPOSED, n->propose.entries);
     sync_counter(a, METRICS_COMMANDS_PROPOSED, n->propose.commands);
+    sync_counter(a, METRICS_ENTRIES_HELD, n->propose.held);
+    sync_counter(a, METRICS_HOLDS_EXPIRED, n->propose.holds_expired);
     sync_counter(a, METRICS_HEAP_TRIMS, n->heap_trims);
     store_stat(n->store, &st);
     g.term = n->raft->current_term;

@@ -96,6 +96,12 @@ static const struct metrics_family metrics_counter_families[] = {
     [METRICS_COMMANDS_PROPOSED] = {"raftkv_commands_proposed_total",
                                    "Client commands proposed; several share "
                                    "an entry under load."},
+    [METRICS_ENTRIES_HELD] = {"raftkv_entries_held_total",
+                              "Entries whose commands waited for the "
+                              "leader's log write in flight to complete."},
+    [METRICS_HOLDS_EXPIRED] = {"raftkv_entry_holds_expired_total",
+                               "Held entries proposed because that write "
+                               "took longer than the hold (2 ms)."},
     [METRICS_READ_ROUNDS] = {"raftkv_read_rounds_total",
                              "Rounds of questions to the voters started "
                              "to confirm leadership for linearizable reads."},

@@ -45,6 +45,8 @@ enum metrics_counter {
     METRICS_WRITES_FAILED,      /* proposals that failed (leadership lost) */
     METRICS_ENTRIES_PROPOSED,   /* Raft entries carrying client commands */
     METRICS_COMMANDS_PROPOSED,  /* commands in them (group commit ratio) */
+    METRICS_ENTRIES_HELD,       /* entries that waited for the leader's write */
+    METRICS_HOLDS_EXPIRED,      /* ...proposed by the timer instead */
     METRICS_READ_ROUNDS,        /* leadership rounds for reads (confirm.h) */
     METRICS_READ_ROUNDS_FAILED, /* rounds that fell back to log entries */
     METRICS_READ_QUESTIONS,     /* questions sent to voters */

@@ -18,6 +18,13 @@ struct proposal
 
 static void idle_cb(uv_idle_t *idle) { (void)idle; }
 
+static void hold_cb(uv_timer_t *t)
+{
+    struct propose *p = t->data;
+    p->hold_expired = true;
+    propose_flush(p);
+}
+
 void propose_init(struct propose *p, struct node *node, uv_loop_t *loop)
 {
     p->node = node;
@@ -25,8 +32,12 @@ void propose_init(struct propose *p, struct node *node, uv_loop_t *loop)
     queue_init(&p->reqs);
     uv_idle_init(loop, &p->idle);
     p->idle.data = p;
+    uv_timer_init(loop, &p->hold);
+    p->hold.data = p;
+    p->hold_expired = false;
     p->closed = false;
     p->entries = p->commands = 0;
+    p->held = p->holds_expired = 0;
 }
 
 /* Hand every request of @reqs its result (or @status). */
@@ -91,7 +102,15 @@ static void applied(struct raft_apply *raft_req, int status, void *result)
     free(prop);
 }
 
-void propose_flush(struct propose *p)
+/* Whether the leader has entries libraft has not yet written: its next
+ * write can only start once the one in flight completes. */
+static bool leader_writing(struct node *n)
+{
+    return node_is_leader(n) && n->raft->last_stored < raft_last_index(n->raft);
+}
+
+/* Propose the queued commands as one entry, now. */
+static void propose_now(struct propose *p)
 {
     struct node *n = p->node;
     struct proposal *prop;
@@ -100,6 +119,12 @@ void propose_flush(struct propose *p)
     int rv;
 
     uv_idle_stop(&p->idle);
+    if (uv_is_active((uv_handle_t *)&p->hold) || p->hold_expired) {
+        p->held++;
+        p->holds_expired += p->hold_expired;
+        uv_timer_stop(&p->hold);
+        p->hold_expired = false;
+    }
     if (queue_empty(&p->reqs))
         return;
     prop = calloc(1, sizeof *prop);
@@ -141,6 +166,22 @@ void propose_flush(struct propose *p)
     p->commands += count;
 }
 
+void propose_flush(struct propose *p)
+{
+    if (queue_empty(&p->reqs)) {
+        uv_idle_stop(&p->idle);
+        return;
+    }
+    if (!p->hold_expired && !p->closed && leader_writing(p->node)) {
+        /* Sleep until the write's completion (or the timer) wakes us. */
+        uv_idle_stop(&p->idle);
+        if (!uv_is_active((uv_handle_t *)&p->hold))
+            uv_timer_start(&p->hold, hold_cb, PROPOSE_HOLD_MS, 0);
+        return;
+    }
+    propose_now(p);
+}
+
 int propose_add(struct propose *p, struct node_apply_req *req,
                 const struct command *cmds, unsigned n)
 {
@@ -148,7 +189,7 @@ int propose_add(struct propose *p, struct node_apply_req *req,
     int rv;
 
     if (p->batch.count + n > PROPOSE_MAX_COMMANDS)
-        propose_flush(p);
+        propose_now(p);
     first = p->batch.count;
     rv = command_batch_add(&p->batch, cmds, n);
     if (rv != 0)
@@ -159,7 +200,7 @@ int propose_add(struct propose *p, struct node_apply_req *req,
         uv_idle_start(&p->idle, idle_cb); /* do not sleep before the check */
     queue_push(&p->reqs, &req->link);
     if (p->batch.len >= PROPOSE_MAX_BYTES)
-        propose_flush(p);
+        propose_now(p);
     return 0;
 }
 
@@ -170,5 +211,6 @@ void propose_close(struct propose *p, int status)
     if (!p->closed) {
         p->closed = true;
         uv_close((uv_handle_t *)&p->idle, NULL);
+        uv_close((uv_handle_t *)&p->hold, NULL);
     }
 }

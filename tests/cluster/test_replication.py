@@ -148,3 +148,39 @@ def test_clients_that_leave_before_commit(cluster):
                "the abandoned writes to commit once the followers resume")
     r = leader.set("after", "1")
     assert r.status == 200, r
+
+
+def test_writes_that_arrive_during_a_log_write_share_the_next_entry(cluster):
+    """libraft 0.15 writes the log one batch at a time, and a leader commits
+    nothing past what it has itself stored.  A write that arrives while the
+    leader's log write is on the disk therefore waits for the next one
+    anyway, so the leader holds such writes back (src/propose.h) and
+    proposes them as one entry when the write completes.  Under 24
+    concurrent writers /metrics counts held entries, entries carry several
+    commands each, every write is acknowledged, and every node has them."""
+    import re
+
+    nodes = cluster.start_nodes(3)
+    leader = cluster.wait_converged(nodes)
+
+    def counters():
+        text = leader.request("GET", "/metrics").body.decode()
+        out = {}
+        for name in ("entries_proposed", "commands_proposed", "entries_held"):
+            m = re.search(r"^raftkv_%s_total (\d+)$" % name, text, re.M)
+            assert m, "no raftkv_%s_total in /metrics" % name
+            out[name] = int(m.group(1))
+        return out
+
+    before = counters()
+    w = Writer(cluster, "held", threads=24, per_thread=50).start()
+    w.join(120)
+    assert not w.errors and not w.unexpected, (w.errors, w.unexpected)
+    assert len(w.acked) == 24 * 50, w.statuses
+    after = counters()
+    d = {k: after[k] - before[k] for k in after}
+    assert d["commands_proposed"] == 24 * 50, d
+    assert d["entries_held"] > 0, "no write waited for the leader's log write: %s" % d
+    assert d["commands_proposed"] >= 2 * d["entries_proposed"], d
+    for n in nodes:
+        cluster.wait_has_all(n, w.acked, 60)
