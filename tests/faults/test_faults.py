@@ -12,6 +12,7 @@ the history; the run's node logs are kept (path in the message).
 """
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 import pytest
 
 import conftest
+import client
 import db
 import nemesis
 import runner
@@ -130,6 +132,86 @@ def test_long_mixed(round_no, raftkv_bin, shim, run_dir):
         failure = str(e)
     if failure:
         pytest.fail(failure, pytrace=False)
+
+
+def _counter(node, name):
+    a = client.request(node.http_addr, "GET", "/metrics", timeout=3.0)
+    assert a.status == 200, a
+    for line in a.body.decode().splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[1]))
+    raise AssertionError("no %s in %s's /metrics" % (name, node.name))
+
+
+def test_writes_wait_out_a_leader_log_stall(raftkv_bin, shim, run_dir):
+    """The leader's Raft log writes stop completing: its disk hangs, the
+    process does not.  libraft 0.15 commits nothing past what the leader has
+    itself stored, so writes wait; the leader holds new commands back while
+    its write is in flight (src/propose.h), but only for PROPOSE_HOLD_MS,
+    so they still reach the followers' logs.  When the disk answers again,
+    every waiting write is acknowledged and every node has it."""
+    import threading
+
+    net = Net(3, random.Random(), log=_say)
+    cluster = None
+    problems = []
+    try:
+        net.up()
+        cluster = db.Cluster(net, run_dir, raftkv_bin, shim,
+                             sanitized=os.environ.get("RAFTKV_SANITIZED") == "1",
+                             snapshot_threshold=4096)
+        cluster.start()
+        api = cluster.api
+        leader = cluster.wait_leader()
+        followers = [n for n in cluster.nodes if n is not leader]
+        for i in range(5):
+            a = api.write(leader.http_addr, "before-%d" % i, "v", timeout=5.0)
+            assert a.outcome == client.OK, a
+        expired0 = _counter(leader, "raftkv_entry_holds_expired_total")
+
+        leader.set_disk_fault("aio=HANG")
+        answers = {}
+
+        def write(key):
+            answers[key] = api.write(leader.http_addr, key, "v-" + key, timeout=30.0)
+
+        first = threading.Thread(target=write, args=("stalled-0",), daemon=True)
+        first.start()   # its entry's write is the one that hangs
+        db.wait_for(lambda: "while aio=HANG" in leader.log_text(since_start=True), 10,
+                    "the shim holding the leader's log write")
+        rest = [threading.Thread(target=write, args=("stalled-%d" % i,), daemon=True)
+                for i in range(1, 9)]
+        for t in rest:
+            t.start()
+        db.wait_for(lambda: _counter(leader, "raftkv_entry_holds_expired_total") > expired0,
+                    10, "a held batch proposed once the hold ran out")
+        last = leader.status()["last_log_index"]
+        db.wait_for(lambda: all(f.status()["last_log_index"] >= last for f in followers), 10,
+                    "the followers receiving the entries the stalled leader proposed")
+
+        leader.set_disk_fault("off")
+        for t in [first] + rest:
+            t.join(40)
+        bad = {k: a for k, a in answers.items() if a.outcome != client.OK}
+        assert len(answers) == 9 and not bad, (sorted(answers), bad)
+        commit = leader.status()["commit_index"]
+        db.wait_for(lambda: all(n.status()["applied_index"] >= commit for n in cluster.nodes),
+                    15, "every node applying the leader's commit index")
+        for n in cluster.nodes:
+            s = client.Session(n.http_addr)
+            try:
+                missing = [k for k in answers if api.local_value(s, k) != "v-" + k]
+            finally:
+                s.close()
+            assert not missing, "%s lacks %s" % (n.name, missing)
+    finally:
+        if cluster is not None:
+            for n in cluster.nodes:
+                n.set_disk_fault("off")
+            problems += cluster.close()
+            problems += cluster.unexpected_deaths()
+        net.down()
+    assert not problems, problems
 
 
 def test_stale_hosts_of_a_dead_run_are_removed(env_ok):

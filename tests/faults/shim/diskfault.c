@@ -22,6 +22,13 @@
  *          posix_fallocate, ftruncate
  * Values: EIO, ENOSPC, EROFS, EDQUOT.  Every injected error is logged on
  * stderr as "diskfault: ..." (the first 20, then every 1000th).
+ *
+ * One more class models a disk that stops answering rather than failing:
+ *   aio    io_submit writes (libraft's log); the only value is HANG: the
+ *          calling thread waits until the control file no longer says so,
+ *          then the write goes ahead.  Where the file system has no direct
+ *          I/O (tmpfs, as in the fault tests) libraft submits from a worker
+ *          thread, so the node keeps serving while its log is stuck.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -37,9 +44,12 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CTL_SIZE 256
+
+#define HANG (-1) /* configured("aio"): wait instead of failing */
 
 static const char *volatile ctl_map; /* NULL: no control file (no faults) */
 static char dir[4096];
@@ -93,7 +103,7 @@ __attribute__((constructor)) static void diskfault_init(void)
         ctl_map = m;
 }
 
-/* The errno configured for @class ("fsync" or "write"), or 0. */
+/* The errno configured for @class ("fsync" or "write"), HANG, or 0. */
 static int configured(const char *class)
 {
     char buf[CTL_SIZE + 1];
@@ -116,6 +126,8 @@ static int configured(const char *class)
             return EROFS;
         if (strncmp(p, "EDQUOT", 6) == 0)
             return EDQUOT;
+        if (strncmp(p, "HANG", 4) == 0)
+            return HANG;
         return 0;
     }
     return 0;
@@ -162,7 +174,7 @@ static int fault(const char *class, const char *call, int fd)
     char path[4096];
     int err = configured(class);
 
-    if (err == 0 || !fd_in_dir(fd, path, sizeof path))
+    if (err <= 0 || !fd_in_dir(fd, path, sizeof path)) /* HANG: aio only */
         return 0;
     note(call, fd, path, err);
     return err;
@@ -238,7 +250,7 @@ int msync(void *addr, size_t len, int flags)
     /* LMDB msyncs only its data file, which lives under the data dir; a
      * mapping has no fd, so any msync counts while the fault is set. */
     int err = configured("fsync");
-    if (err != 0 && dir_len > 0) {
+    if (err > 0 && dir_len > 0) {
         note("msync", -1, "(mapping)", err);
         errno = err;
         return -1;
@@ -267,9 +279,39 @@ int ftruncate(int fd, off_t len)
     return get_ftruncate()(fd, len);
 }
 
+/* io_submit of a write under the dir, while aio=HANG: wait it out. */
+static void io_submit_hang(long nr, struct iocb **iocbs)
+{
+    char path[4096];
+    char msg[4400];
+    int len;
+
+    for (long i = 0; i < nr && iocbs != NULL; i++) {
+        struct iocb *cb = iocbs[i];
+        if (cb == NULL || (cb->aio_lio_opcode != IOCB_CMD_PWRITE &&
+                           cb->aio_lio_opcode != IOCB_CMD_PWRITEV))
+            continue;
+        if (configured("aio") != HANG ||
+            !fd_in_dir((int)cb->aio_fildes, path, sizeof path))
+            continue;
+        len = snprintf(msg, sizeof msg,
+                       "diskfault: holding io_submit(fd %d %s) while aio=HANG\n",
+                       (int)cb->aio_fildes, path);
+        if (len > 0)
+            get_write()(2, msg, (size_t)len < sizeof msg ? (size_t)len
+                                                         : sizeof msg - 1);
+        while (configured("aio") == HANG) {
+            struct timespec ts = {0, 2 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        return;
+    }
+}
+
 /* io_submit: fail the whole submission if any write iocb targets the dir. */
 static int io_submit_fault(long nr, struct iocb **iocbs)
 {
+    io_submit_hang(nr, iocbs);
     for (long i = 0; i < nr && iocbs != NULL; i++) {
         struct iocb *cb = iocbs[i];
         if (cb == NULL)
