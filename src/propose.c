@@ -168,11 +168,8 @@ static void propose_now(struct propose *p)
 
 void propose_flush(struct propose *p)
 {
-    if (queue_empty(&p->reqs)) {
-        uv_idle_stop(&p->idle);
-        return;
-    }
-    if (!p->hold_expired && !p->closed && leader_writing(p->node)) {
+    if (!queue_empty(&p->reqs) && !p->hold_expired && !p->closed &&
+        leader_writing(p->node)) {
         /* Sleep until the write's completion (or the timer) wakes us. */
         uv_idle_stop(&p->idle);
         if (!uv_is_active((uv_handle_t *)&p->hold))
