@@ -305,7 +305,7 @@ void api_status(struct api *a, struct http_req *req)
     store_stat(n->store, &st);
     json_t *doc = json_pack(
         "{s:s, s:s, s:s, s:s, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-        "s:o, s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:I}",
+        "s:o, s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:I, s:I}",
         "id", n->cfg->node_id, "raft_addr", n->raft_addr, "http_addr",
         n->http_addr, "role", node_role(n), "term",
         (json_int_t)n->raft->current_term, "leader",
@@ -322,7 +322,8 @@ void api_status(struct api *a, struct http_req *req)
         (json_int_t)(uv_now(n->loop) - n->started_ms), "version",
         RAFTKV_VERSION, "election_timeout_ms",
         (json_int_t)(n->raft_open ? n->raft->election_timeout : 0),
-        "raft_id", raft_id_text, "heap_trims", (json_int_t)n->heap_trims);
+        "raft_id", raft_id_text, "heap_trims", (json_int_t)n->heap_trims,
+        "log_stall_transfers", (json_int_t)n->logwatch.transfers);
     api_reply_json(req, 200, doc);
 }
 
@@ -450,6 +451,7 @@ void api_metrics(struct api *a, struct http_req *req)
     sync_counter(a, METRICS_ENTRIES_HELD, n->propose.held);
     sync_counter(a, METRICS_HOLDS_EXPIRED, n->propose.holds_expired);
     sync_counter(a, METRICS_HEAP_TRIMS, n->heap_trims);
+    sync_counter(a, METRICS_LOG_STALL_TRANSFERS, n->logwatch.transfers);
     store_stat(n->store, &st);
     g.term = n->raft->current_term;
     g.commit_index = n->raft->commit_index;

@@ -113,6 +113,10 @@ static const struct metrics_family metrics_counter_families[] = {
     [METRICS_HEAP_TRIMS] = {"raftkv_heap_trims_total",
                             "Times the heap's free pages went back to the "
                             "system: after a snapshot, once writes stopped."},
+    [METRICS_LOG_STALL_TRANSFERS] = {"raftkv_log_stall_transfers_total",
+                                     "Leadership transfers started because "
+                                     "this leader's Raft log write had not "
+                                     "completed for an election timeout."},
 };
 _Static_assert(sizeof metrics_counter_families /
                        sizeof metrics_counter_families[0] ==

@@ -51,6 +51,7 @@ enum metrics_counter {
     METRICS_READ_ROUNDS_FAILED, /* rounds that fell back to log entries */
     METRICS_READ_QUESTIONS,     /* questions sent to voters */
     METRICS_HEAP_TRIMS,         /* heap given back once writes went quiet */
+    METRICS_LOG_STALL_TRANSFERS, /* leadership handed on: log write hung */
     METRICS_COUNTER_COUNT
 };
 

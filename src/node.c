@@ -732,6 +732,7 @@ static void node_tick(uv_timer_t *timer)
         n->last_leader = id;
     }
     membership_tick(n);
+    logwatch_tick(n);
     node_keep_membership(n);
     node_trim_when_quiet(n);
 }
@@ -837,6 +838,7 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
     readindex_init(&n->reads, n, loop, cfg->heartbeat_timeout_ms,
                    !cfg->read_confirm_log);
     propose_init(&n->propose, n, loop);
+    logwatch_init(&n->logwatch);
     snprintf(n->raft_addr, sizeof n->raft_addr, "%s", raft_addr);
     snprintf(n->http_addr, sizeof n->http_addr, "%s", http_addr);
     snprintf(n->raft_dir, sizeof n->raft_dir, "%s/raft", cfg->data_dir);

@@ -33,6 +33,7 @@
 #include "fsm.h"
 #include "ioguard.h"
 #include "queue.h"
+#include "logwatch.h"
 #include "propose.h"
 #include "readindex.h"
 #include "snapsend.h"
@@ -170,6 +171,7 @@ struct node
 
     struct readindex reads; /* linearizable reads (readindex.c) */
     struct propose propose; /* group commit of writes (propose.c) */
+    struct logwatch logwatch; /* a hung log write hands leadership on */
 
     uint64_t elections_seen; /* leader changes observed */
     raft_id last_leader;

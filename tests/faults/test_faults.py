@@ -149,7 +149,9 @@ def test_writes_wait_out_a_leader_log_stall(raftkv_bin, shim, run_dir):
     itself stored, so writes wait; the leader holds new commands back while
     its write is in flight (src/propose.h), but only for PROPOSE_HOLD_MS,
     so they still reach the followers' logs.  When the disk answers again,
-    every waiting write is acknowledged and every node has it."""
+    every waiting write is acknowledged and every node has it.  The stall
+    is shorter than the election timeout, so the leader keeps its place (the
+    next test is the one where it does not)."""
     import threading
 
     net = Net(3, random.Random(), log=_say)
@@ -159,7 +161,8 @@ def test_writes_wait_out_a_leader_log_stall(raftkv_bin, shim, run_dir):
         net.up()
         cluster = db.Cluster(net, run_dir, raftkv_bin, shim,
                              sanitized=os.environ.get("RAFTKV_SANITIZED") == "1",
-                             snapshot_threshold=4096)
+                             snapshot_threshold=4096, election_timeout=10000,
+                             heartbeat_timeout=500)
         cluster.start()
         api = cluster.api
         leader = cluster.wait_leader()
@@ -201,6 +204,95 @@ def test_writes_wait_out_a_leader_log_stall(raftkv_bin, shim, run_dir):
             s = client.Session(n.http_addr)
             try:
                 missing = [k for k in answers if api.local_value(s, k) != "v-" + k]
+            finally:
+                s.close()
+            assert not missing, "%s lacks %s" % (n.name, missing)
+    finally:
+        if cluster is not None:
+            for n in cluster.nodes:
+                n.set_disk_fault("off")
+            problems += cluster.close()
+            problems += cluster.unexpected_deaths()
+        net.down()
+    assert not problems, problems
+
+
+def test_a_leader_whose_log_write_hangs_hands_leadership_on(raftkv_bin, shim, run_dir):
+    """The leader's disk hangs and stays hung.  Once none of its log writes
+    has completed for an election timeout, it hands leadership to a follower
+    (src/logwatch.h), which holds the entries the old leader could not store.
+    The writes that were waiting on the old leader get an answer; with its
+    disk still hung, writes through every node succeed; once it answers, the
+    old leader catches up and every node holds every acknowledged write."""
+    import threading
+
+    net = Net(3, random.Random(), log=_say)
+    cluster = None
+    problems = []
+    try:
+        net.up()
+        cluster = db.Cluster(net, run_dir, raftkv_bin, shim,
+                             sanitized=os.environ.get("RAFTKV_SANITIZED") == "1",
+                             snapshot_threshold=4096)
+        cluster.start()
+        api = cluster.api
+        old = cluster.wait_leader()
+        others = [n for n in cluster.nodes if n is not old]
+        acked = {}
+        for i in range(5):
+            k = "before-%d" % i
+            a = api.write(old.http_addr, k, "v-" + k, timeout=5.0)
+            assert a.outcome == client.OK, a
+            acked[k] = "v-" + k
+        term = old.status()["term"]
+        assert _counter(old, "raftkv_log_stall_transfers_total") == 0
+
+        old.set_disk_fault("aio=HANG")
+        answers = {}
+
+        def write(key):
+            answers[key] = api.write(old.http_addr, key, "v-" + key, timeout=30.0)
+
+        stalled = [threading.Thread(target=write, args=("stalled-%d" % i,), daemon=True)
+                   for i in range(4)]
+        stalled[0].start()
+        db.wait_for(lambda: "while aio=HANG" in old.log_text(since_start=True), 10,
+                    "the shim holding the leader's log write")
+        for t in stalled[1:]:
+            t.start()
+
+        def new_leader():
+            for n in others:
+                s = n.status()
+                if s["role"] == "leader" and s["term"] > term:
+                    return n
+            return None
+        new = db.wait_for(new_leader, 20, "a follower taking over from the hung leader")
+        assert _counter(old, "raftkv_log_stall_transfers_total") == 1
+        assert "handing leadership to another voter" in old.log_text(since_start=True)
+        for t in stalled:
+            t.join(30)
+        assert len(answers) == len(stalled), sorted(answers)
+        for k, a in answers.items():
+            if a.outcome == client.OK:
+                acked[k] = "v-" + k
+
+        # The old leader's disk still hangs: nothing below may wait for it.
+        for i, n in enumerate([new, old] + [x for x in others if x is not new]):
+            k = "after-%d" % i
+            a = api.write(n.http_addr, k, "v-" + k, timeout=10.0)
+            assert a.outcome == client.OK, (n.name, a)
+            acked[k] = "v-" + k
+        assert old.status()["role"] != "leader"
+
+        old.set_disk_fault("off")
+        commit = new.status()["commit_index"]
+        db.wait_for(lambda: all(n.status()["applied_index"] >= commit for n in cluster.nodes),
+                    30, "every node, the old leader too, applying the new leader's commit index")
+        for n in cluster.nodes:
+            s = client.Session(n.http_addr)
+            try:
+                missing = [k for k, v in acked.items() if api.local_value(s, k) != v]
             finally:
                 s.close()
             assert not missing, "%s lacks %s" % (n.name, missing)

@@ -566,6 +566,7 @@ static const char *const counter_names[] = {
     "raftkv_read_rounds_total",        "raftkv_read_rounds_failed_total",
     "raftkv_read_questions_total",     "raftkv_heap_trims_total",
     "raftkv_entries_held_total",       "raftkv_entry_holds_expired_total",
+    "raftkv_log_stall_transfers_total",
 };
 
 static const char *const gauge_names[] = {
