@@ -33,22 +33,24 @@ void logwatch_tick(struct node *n)
     struct logwatch *w = &n->logwatch;
     struct raft *r = n->raft;
     uint64_t now = uv_now(n->loop);
-    uint64_t waited;
+    uint64_t step = now - w->tick_ms;
     int rv;
 
+    w->tick_ms = now;
     if (!node_is_leader(n) || r->last_stored >= raft_last_index(r) ||
         r->last_stored != w->stored) {
         w->stored = r->last_stored;
-        w->since_ms = now;
+        w->stalled_ms = 0;
         w->complained = false;
         return;
     }
-    waited = now - w->since_ms;
+    w->stalled_ms += step < LOGWATCH_STEP_MAX_MS ? step : LOGWATCH_STEP_MAX_MS;
     /* One transfer at a time, ours or an operator's (membership.c). */
-    if (waited < r->election_timeout || w->transferring ||
+    if (w->stalled_ms < r->election_timeout || w->transferring ||
         n->change_active || r->transfer != NULL)
         return;
-    w->since_ms = now;
+    uint64_t waited = w->stalled_ms;
+    w->stalled_ms = 0; /* the next try, if any, an election timeout later */
     w->req.data = n;
     rv = raft_transfer(r, &w->req, 0, transferred);
     if (rv != 0) {

@@ -12,8 +12,12 @@
  * date (raft_transfer).  Replication does not wait for the leader's disk,
  * so the followers hold those entries and the new leader commits them.
  *
- * A write that slow on a healthy disk (a batch of large values, say) costs
- * at most one needless change of leader per election timeout. */
+ * The wait is counted in steps of the node's tick, each counted as at most
+ * LOGWATCH_STEP_MAX_MS: a callback that blocks the loop (a snapshot syncing
+ * the store, say) also keeps the loop from seeing the write complete, and
+ * must not pass for a hung disk.  A write that slow on a healthy disk (a
+ * batch of large values) costs at most one needless change of leader per
+ * election timeout. */
 #ifndef RAFTKV_LOGWATCH_H
 #define RAFTKV_LOGWATCH_H
 
@@ -23,21 +27,25 @@
 
 struct node;
 
+/* Most loop time one tick may add to the wait (the tick is 100 ms). */
+#define LOGWATCH_STEP_MAX_MS 200
+
 struct logwatch
 {
-    raft_index stored;  /* raft->last_stored when last checked */
-    uint64_t since_ms;  /* since when it has not moved with entries waiting */
-    bool transferring;  /* our raft_transfer has not called back yet */
-    bool complained;    /* this stall was logged */
+    raft_index stored;   /* raft->last_stored when last checked */
+    uint64_t tick_ms;    /* uv_now at the last check */
+    uint64_t stalled_ms; /* loop time since it moved, with entries waiting */
+    bool transferring;   /* our raft_transfer has not called back yet */
+    bool complained;     /* this stall was logged */
     struct raft_transfer req;
-    uint64_t transfers; /* transfers started: raftkv_log_stall_transfers_total */
+    uint64_t transfers;  /* started: raftkv_log_stall_transfers_total */
 };
 
 void logwatch_init(struct logwatch *w);
 
 /* Called from the node's tick on the loop thread: notes whether the
  * leader's stored index moved, and starts a transfer once it has not for
- * the configured election timeout (again at most once per timeout). */
+ * the election timeout in use (again at most once per timeout). */
 void logwatch_tick(struct node *n);
 
 #endif
