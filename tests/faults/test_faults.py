@@ -11,11 +11,13 @@ schedule and the problems found, including the smallest failing part of
 the history; the run's node logs are kept (path in the message).
 """
 
+import contextlib
 import os
 import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -143,6 +145,43 @@ def _counter(node, name):
     raise AssertionError("no %s in %s's /metrics" % (name, node.name))
 
 
+@contextlib.contextmanager
+def _disk_fault_cluster(run_dir, raftkv_bin, shim, **opts):
+    """A started 3-node cluster whose disks the test faults.  On the way out
+    every fault is switched off and every node stopped by its PID, and no
+    node may have died on its own."""
+    net = Net(3, random.Random(), log=_say)
+    cluster = None
+    problems = []
+    try:
+        net.up()
+        cluster = db.Cluster(net, run_dir, raftkv_bin, shim,
+                             sanitized=os.environ.get("RAFTKV_SANITIZED") == "1", **opts)
+        cluster.start()
+        yield cluster
+    finally:
+        if cluster is not None:
+            for n in cluster.nodes:
+                n.set_disk_fault("off")
+            problems += cluster.close()
+            problems += cluster.unexpected_deaths()
+        net.down()
+    assert not problems, problems
+
+
+def _every_node_holds(cluster, commit, values, timeout):
+    """Every node applies `commit`, then reads each of `values` locally."""
+    db.wait_for(lambda: all(n.status()["applied_index"] >= commit for n in cluster.nodes),
+                timeout, "every node applying index %d" % commit)
+    for n in cluster.nodes:
+        s = client.Session(n.http_addr)
+        try:
+            missing = [k for k, v in values.items() if cluster.api.local_value(s, k) != v]
+        finally:
+            s.close()
+        assert not missing, "%s lacks %s" % (n.name, missing)
+
+
 def test_writes_wait_out_a_leader_log_stall(raftkv_bin, shim, run_dir):
     """The leader's Raft log writes stop completing: its disk hangs, the
     process does not.  libraft 0.15 commits nothing past what the leader has
@@ -152,18 +191,8 @@ def test_writes_wait_out_a_leader_log_stall(raftkv_bin, shim, run_dir):
     every waiting write is acknowledged and every node has it.  The stall
     is shorter than the election timeout, so the leader keeps its place (the
     next test is the one where it does not)."""
-    import threading
-
-    net = Net(3, random.Random(), log=_say)
-    cluster = None
-    problems = []
-    try:
-        net.up()
-        cluster = db.Cluster(net, run_dir, raftkv_bin, shim,
-                             sanitized=os.environ.get("RAFTKV_SANITIZED") == "1",
-                             snapshot_threshold=4096, election_timeout=10000,
-                             heartbeat_timeout=500)
-        cluster.start()
+    with _disk_fault_cluster(run_dir, raftkv_bin, shim, snapshot_threshold=4096,
+                             election_timeout=10000, heartbeat_timeout=500) as cluster:
         api = cluster.api
         leader = cluster.wait_leader()
         followers = [n for n in cluster.nodes if n is not leader]
@@ -197,24 +226,8 @@ def test_writes_wait_out_a_leader_log_stall(raftkv_bin, shim, run_dir):
             t.join(40)
         bad = {k: a for k, a in answers.items() if a.outcome != client.OK}
         assert len(answers) == 9 and not bad, (sorted(answers), bad)
-        commit = leader.status()["commit_index"]
-        db.wait_for(lambda: all(n.status()["applied_index"] >= commit for n in cluster.nodes),
-                    15, "every node applying the leader's commit index")
-        for n in cluster.nodes:
-            s = client.Session(n.http_addr)
-            try:
-                missing = [k for k in answers if api.local_value(s, k) != "v-" + k]
-            finally:
-                s.close()
-            assert not missing, "%s lacks %s" % (n.name, missing)
-    finally:
-        if cluster is not None:
-            for n in cluster.nodes:
-                n.set_disk_fault("off")
-            problems += cluster.close()
-            problems += cluster.unexpected_deaths()
-        net.down()
-    assert not problems, problems
+        _every_node_holds(cluster, leader.status()["commit_index"],
+                          {k: "v-" + k for k in answers}, 15)
 
 
 def test_a_leader_whose_log_write_hangs_hands_leadership_on(raftkv_bin, shim, run_dir):
@@ -224,17 +237,7 @@ def test_a_leader_whose_log_write_hangs_hands_leadership_on(raftkv_bin, shim, ru
     The writes that were waiting on the old leader get an answer; with its
     disk still hung, writes through every node succeed; once it answers, the
     old leader catches up and every node holds every acknowledged write."""
-    import threading
-
-    net = Net(3, random.Random(), log=_say)
-    cluster = None
-    problems = []
-    try:
-        net.up()
-        cluster = db.Cluster(net, run_dir, raftkv_bin, shim,
-                             sanitized=os.environ.get("RAFTKV_SANITIZED") == "1",
-                             snapshot_threshold=4096)
-        cluster.start()
+    with _disk_fault_cluster(run_dir, raftkv_bin, shim, snapshot_threshold=4096) as cluster:
         api = cluster.api
         old = cluster.wait_leader()
         others = [n for n in cluster.nodes if n is not old]
@@ -286,24 +289,7 @@ def test_a_leader_whose_log_write_hangs_hands_leadership_on(raftkv_bin, shim, ru
         assert old.status()["role"] != "leader"
 
         old.set_disk_fault("off")
-        commit = new.status()["commit_index"]
-        db.wait_for(lambda: all(n.status()["applied_index"] >= commit for n in cluster.nodes),
-                    30, "every node, the old leader too, applying the new leader's commit index")
-        for n in cluster.nodes:
-            s = client.Session(n.http_addr)
-            try:
-                missing = [k for k, v in acked.items() if api.local_value(s, k) != v]
-            finally:
-                s.close()
-            assert not missing, "%s lacks %s" % (n.name, missing)
-    finally:
-        if cluster is not None:
-            for n in cluster.nodes:
-                n.set_disk_fault("off")
-            problems += cluster.close()
-            problems += cluster.unexpected_deaths()
-        net.down()
-    assert not problems, problems
+        _every_node_holds(cluster, new.status()["commit_index"], acked, 30)
 
 
 def test_stale_hosts_of_a_dead_run_are_removed(env_ok):
