@@ -15,7 +15,8 @@
  * three times fewer entries and ~6% more writes/s (bench/NOTES.md).  The
  * hold is bounded by PROPOSE_HOLD_MS so that it never depends on the write
  * completing: if it does not, the commands are proposed anyway and wait in
- * libraft's log like any other.  Each request still gets its own outcome
+ * libraft's log like any other (and if it never does, src/logwatch.h hands
+ * leadership on).  Each request still gets its own outcome
  * once the entry is committed and applied. */
 #ifndef RAFTKV_PROPOSE_H
 #define RAFTKV_PROPOSE_H
