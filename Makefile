@@ -3,7 +3,7 @@
 # local 3-node cluster.  See README.md.
 
 CC      ?= cc
-PKGS    := raft libuv libh2o jansson lmdb libcurl
+PKGS    := raft libuv libh2o jansson lmdb
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow \
            -Wno-missing-field-initializers -fno-strict-aliasing

@@ -1,10 +1,11 @@
-/* client.h - outbound HTTP requests from the node, on the node's loop.
+/* client.h - outbound HTTP/1.1 requests from the node, on the node's loop.
  *
  * A node talks HTTP to other nodes: a fresh node asks a member to add it
  * (--join), a follower tells the leader its HTTP address, and later requests
- * are forwarded to the leader.  libcurl's multi interface is driven by the
- * same libuv loop that runs Raft and the server, so no thread is involved and
- * callbacks run on the loop thread like everything else.
+ * are forwarded to the leader.  Everything runs on the libuv loop that runs
+ * Raft and the server, so no thread is involved and callbacks run on the loop
+ * thread like everything else.  Connections are kept alive and reused per
+ * peer; only plain http is spoken.
  */
 #ifndef RAFTKV_CLIENT_H
 #define RAFTKV_CLIENT_H

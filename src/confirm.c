@@ -1,10 +1,11 @@
 /* confirm.c - leadership questions to the other voters, pipelined on one
  * keep-alive HTTP connection per voter; see confirm.h.
  *
- * The client is hand-written rather than libcurl (client.c) because it runs
- * for every batch of linearizable reads: one request here is a few dozen
- * bytes written with uv_try_write, usually together with the other voters'
- * in the same loop iteration, and an answer is parsed in place. */
+ * It does not use client.c, which carries one request per connection,
+ * because it runs for every batch of linearizable reads: questions are
+ * pipelined, one is a few dozen bytes written with uv_try_write, usually
+ * together with the other voters' in the same loop iteration, and an answer
+ * is parsed in place. */
 #include "confirm.h"
 
 #include <stdbool.h>

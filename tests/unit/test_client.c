@@ -53,6 +53,7 @@ struct write_req
 {
     uv_write_t req;
     char *data;
+    struct conn *close_after; /* hang up once this is written */
 };
 
 static void conn_closed(uv_handle_t *h)
@@ -80,21 +81,35 @@ static void write_done(uv_write_t *req, int status)
 {
     struct write_req *w = (struct write_req *)req;
     (void)status; /* the client may have hung up on /big; that is the test */
+    if (w->close_after) conn_close(w->close_after);
     free(w->data);
     free(w);
 }
 
-/* Takes ownership of @data. */
-static void conn_send(struct conn *cn, char *data, size_t len)
+/* Takes ownership of @data; hangs up after it when @close. */
+static void conn_send_close(struct conn *cn, char *data, size_t len,
+                            bool close)
 {
     struct write_req *w = calloc(1, sizeof *w);
     assert_non_null(w);
     w->data = data;
+    w->close_after = close ? cn : NULL;
     uv_buf_t b = uv_buf_init(data, (unsigned)len);
     if (uv_write(&w->req, (uv_stream_t *)&cn->tcp, &b, 1, write_done) < 0) {
         free(data);
         free(w);
     }
+}
+
+static void conn_send(struct conn *cn, char *data, size_t len)
+{
+    conn_send_close(cn, data, len, false);
+}
+
+/* Send @text as it is, framing and all. */
+static void conn_raw(struct conn *cn, const char *text, bool close)
+{
+    conn_send_close(cn, strdup(text), strlen(text), close);
 }
 
 static void conn_respond(struct conn *cn, const char *status,
@@ -157,6 +172,31 @@ static void conn_dispatch(struct conn *cn, const char *method,
         snprintf(hdr, sizeof hdr, "Content-Type: %s\r\n",
                  ct[0] ? ct : "application/octet-stream");
         conn_respond(cn, "200 OK", hdr, body, body_len);
+    } else if (strcmp(path, "/chunked") == 0) {
+        conn_raw(cn,
+                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                 "Transfer-Encoding: chunked\r\nX-Raftkv-Index: 7\r\n\r\n"
+                 "5\r\nhello\r\n1;ext=1\r\n \r\n9\r\nworld, 10\r\n"
+                 "0\r\nX-Trailer: t\r\n\r\n",
+                 false);
+    } else if (strcmp(path, "/continue") == 0) {
+        conn_raw(cn,
+                 "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\n"
+                 "Content-Length: 4\r\n\r\ndone",
+                 false);
+    } else if (strcmp(path, "/until-close") == 0) {
+        conn_raw(cn,
+                 "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"
+                 "all of it, until the end",
+                 true);
+    } else if (strcmp(path, "/answer-then-hang-up") == 0) {
+        conn_raw(cn, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye",
+                 true);
+    } else if (strcmp(path, "/hang-up") == 0) {
+        conn_raw(cn, "HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\nshort",
+                 true);
+    } else if (strcmp(path, "/garbage") == 0) {
+        conn_raw(cn, "HTPP/1.1 200 OK\r\n\r\n", false);
     } else if (strcmp(path, "/big") == 0) {
         char *big = malloc(BIG_BODY_LEN);
         assert_non_null(big);
@@ -378,6 +418,7 @@ struct result
     char *content_type;
     char *location;
     char *retry_after;
+    char *relay;
     uint64_t at_ms;
     /* optional behaviour, for the re-entrancy stories */
     void (*then)(struct result *self);
@@ -393,6 +434,7 @@ static void result_free(struct result *r)
     free(r->content_type);
     free(r->location);
     free(r->retry_after);
+    free(r->relay);
 }
 
 static void record(void *arg, const struct client_response *res)
@@ -412,6 +454,7 @@ static void record(void *arg, const struct client_response *res)
     r->content_type = dup_or_null(res->content_type);
     r->location = dup_or_null(res->location);
     r->retry_after = dup_or_null(res->retry_after);
+    r->relay = dup_or_null(res->raftkv_headers);
     r->at_ms = uv_hrtime() / 1000000;
     if (r->then) r->then(r);
 }
@@ -784,6 +827,135 @@ static void test_oversized_body_is_an_error(void **state)
     result_free(&r);
 }
 
+static void test_requests_in_turn_share_one_connection(void **state)
+{
+    struct fixture *f = *state;
+    struct result r[3] = {{0}};
+
+    for (int i = 0; i < 3; i++) {
+        get(f, "/ok", 2000, &r[i]);
+        RUN_UNTIL(f, r[i].calls == 1, 5000);
+        assert_int_equal(r[i].status, 200);
+        result_free(&r[i]);
+    }
+    assert_int_equal(f->srv.requests, 3);
+    assert_int_equal(f->srv.accepted, 1);
+}
+
+static void test_chunked_body_is_decoded(void **state)
+{
+    struct fixture *f = *state;
+    struct result r[2] = {{0}};
+
+    get(f, "/chunked", 2000, &r[0]);
+    RUN_UNTIL(f, r[0].calls == 1, 5000);
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, "hello world, 10");
+    assert_int_equal(r[0].body_len, strlen("hello world, 10"));
+    assert_string_equal(r[0].content_type, "text/plain");
+    assert_string_equal(r[0].relay, "X-Raftkv-Index: 7\n");
+
+    /* the trailer was read to its end: the connection is fit for more */
+    get(f, "/ok", 2000, &r[1]);
+    RUN_UNTIL(f, r[1].calls == 1, 5000);
+    assert_int_equal(r[1].status, 200);
+    assert_int_equal(f->srv.accepted, 1);
+    result_free(&r[0]);
+    result_free(&r[1]);
+}
+
+static void test_interim_response_is_skipped(void **state)
+{
+    struct fixture *f = *state;
+    struct result r = {0};
+
+    get(f, "/continue", 2000, &r);
+    RUN_UNTIL(f, r.calls == 1, 5000);
+    assert_int_equal(r.status, 201);
+    assert_string_equal(r.body, "done");
+    assert_string_equal(r.relay, "");
+    result_free(&r);
+}
+
+static void test_body_until_close(void **state)
+{
+    struct fixture *f = *state;
+    struct result r = {0};
+
+    get(f, "/until-close", 2000, &r);
+    RUN_UNTIL(f, r.calls == 1, 5000);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(r.body, "all of it, until the end");
+    result_free(&r);
+}
+
+/* A peer that hangs up on an idle connection (a leader restarting) costs
+ * nothing: the next request goes out on a new connection. */
+static void test_connection_closed_by_the_peer_is_not_reused(void **state)
+{
+    struct fixture *f = *state;
+    struct result r[2] = {{0}};
+
+    get(f, "/answer-then-hang-up", 2000, &r[0]);
+    RUN_UNTIL(f, r[0].calls == 1 && f->srv.open_conns == 0, 5000);
+    assert_int_equal(r[0].status, 200);
+    assert_string_equal(r[0].body, "bye");
+    /* one more turn, for the client to see the hang-up */
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+
+    get(f, "/ok", 2000, &r[1]);
+    RUN_UNTIL(f, r[1].calls == 1, 5000);
+    assert_int_equal(r[1].status, 200);
+    assert_null(r[1].error);
+    assert_int_equal(f->srv.accepted, 2);
+    result_free(&r[0]);
+    result_free(&r[1]);
+}
+
+static void test_hang_up_mid_body_is_an_error(void **state)
+{
+    struct fixture *f = *state;
+    struct result r = {0};
+
+    get(f, "/hang-up", 2000, &r);
+    RUN_UNTIL(f, r.calls == 1, 5000);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.error, "lost before the whole response"));
+    assert_null(strstr(r.error, "cannot connect")); /* it was sent */
+    result_free(&r);
+}
+
+static void test_malformed_response_is_an_error(void **state)
+{
+    struct fixture *f = *state;
+    struct result r = {0};
+
+    get(f, "/garbage", 2000, &r);
+    RUN_UNTIL(f, r.calls == 1, 5000);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.error, "bad response"));
+    result_free(&r);
+}
+
+/* "localhost" may name ::1 first; the server listens on 127.0.0.1 only, so
+ * this also shows the next address being tried. */
+static void test_host_name_is_resolved(void **state)
+{
+    struct fixture *f = *state;
+    struct result r = {0};
+    char u[64];
+
+    snprintf(u, sizeof u, "http://localhost:%d/ok", f->srv.port);
+    assert_int_equal(client_request(f->client, "GET", u, NULL, 0, NULL, 2000,
+                                    record, &r, NULL),
+                     0);
+    RUN_UNTIL(f, r.calls == 1, 5000);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(f->srv.last_head,
+                           "\r\nHost: localhost:"));
+    result_free(&r);
+}
+
 static void test_bad_arguments_are_refused_at_once(void **state)
 {
     struct fixture *f = *state;
@@ -802,6 +974,17 @@ static void test_bad_arguments_are_refused_at_once(void **state)
                      -EINVAL);
     assert_int_equal(client_request(f->client, "GET", url(f, "/ok"), NULL, 0,
                                     NULL, 0, record, &r, NULL),
+                     -EINVAL);
+    assert_int_equal(client_request(f->client, "GET",
+                                    "https://127.0.0.1:1/ok", NULL, 0, NULL,
+                                    1000, record, &r, NULL),
+                     -EINVAL);
+    assert_int_equal(client_request(f->client, "GET", url(f, "/ok a"), NULL,
+                                    0, NULL, 1000, record, &r, NULL),
+                     -EINVAL);
+    assert_int_equal(client_request(f->client, "POST", url(f, "/echo"), "x",
+                                    1, "text/plain\r\nX-Evil: 1", 1000,
+                                    record, &r, NULL),
                      -EINVAL);
     assert_int_equal(client_request(f->client, "GET", url(f, "/ok"), "x", 1,
                                     NULL, 1000, record, &r, NULL),
@@ -831,6 +1014,14 @@ int main(void)
         T(test_callback_closes_client),
         T(test_twenty_concurrent_requests),
         T(test_oversized_body_is_an_error),
+        T(test_requests_in_turn_share_one_connection),
+        T(test_chunked_body_is_decoded),
+        T(test_interim_response_is_skipped),
+        T(test_body_until_close),
+        T(test_connection_closed_by_the_peer_is_not_reused),
+        T(test_hang_up_mid_body_is_an_error),
+        T(test_malformed_response_is_an_error),
+        T(test_host_name_is_resolved),
         T(test_bad_arguments_are_refused_at_once),
 #undef T
     };
