@@ -4,6 +4,7 @@ instead; with no leader to forward to, a write is refused with 503 and
 Retry-After and leaves nothing behind."""
 
 import base64
+import json
 import urllib.parse
 
 from harness import (assert_json_error, get_raw, leader_and_followers, meta, paused,
@@ -144,3 +145,42 @@ def test_write_without_a_leader_gets_503_and_leaves_nothing(cluster):
             assert r.status == 404, "%s: %s exists after a refused write: %r" % (n.name, key, r)
         assert get_raw(n, "nolead/old")[0] == b"old", n.name
     put_ok(f1, "nolead/after", b"works")
+
+
+def _counter(node, name):
+    r = node.request("GET", "/metrics")
+    assert r.status == 200, r
+    for line in r.body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("%s: no %s in /metrics" % (node.name, name))
+
+
+def test_relays_survive_the_leader_restarting(cluster):
+    """A follower keeps its connections to the leader open between relays.
+    The leader restarts and is made leader again at the same address: the
+    connections the follower kept went away with the old process, and the very
+    first write relayed afterwards succeeds, as does every one after it; the
+    follower counts them as relayed and counts no relay error."""
+    cluster.start_nodes(3)
+    leader, (f1, f2) = leader_and_followers(cluster)
+    for i in range(20):
+        put_ok(f1, "relay/before-%d" % i, b"v")
+
+    leader.restart()
+    now = cluster.wait_leader()
+    if now is not leader:
+        r = now.request("POST", "/v1/cluster/leader", body=json.dumps({"id": leader.name}),
+                        headers={"Content-Type": "application/json"}, timeout=60)
+        assert r.status == 200 and r.json.get("leader") == leader.name, r
+    assert leader_and_followers(cluster)[0] is leader
+    relayed, errors = (_counter(f1, "raftkv_forwarded_requests_total"),
+                       _counter(f1, "raftkv_forward_errors_total"))
+
+    for i in range(20):
+        r = v1_put(f1, "relay/after-%d" % i, b"w")
+        assert r.status == 200, "relayed write %d after the restart -> %r" % (i, r)
+    assert _counter(f1, "raftkv_forwarded_requests_total") - relayed == 20
+    assert _counter(f1, "raftkv_forward_errors_total") == errors
+    for i in range(20):
+        assert get_raw(f2, "relay/after-%d" % i)[0] == b"w"
