@@ -345,6 +345,8 @@ void api_read(struct api *a, struct http_req *req, bool linearizable,
               api_serve_fn serve)
 {
     struct api_op *op;
+    char *value;
+    size_t len;
     int rv;
 
     if (!linearizable) {
@@ -352,7 +354,13 @@ void api_read(struct api *a, struct http_req *req, bool linearizable,
         serve(a, req);
         return;
     }
-    if (!node_is_leader(a->node)) {
+    /* A follower serves it itself unless told not to, or asked for a 307
+     * to the leader (?redirect), or the request was relayed to it by a node
+     * that took it for the leader. */
+    if (!node_is_leader(a->node) &&
+        (a->cfg->follower_reads_relay ||
+         http_header(req, API_FORWARDED_HEADER, &len) != NULL ||
+         http_query_param(req, "redirect", &value, &len) == 0)) {
         api_to_leader(a, req);
         return;
     }
@@ -361,7 +369,10 @@ void api_read(struct api *a, struct http_req *req, bool linearizable,
         return;
     op->serve = serve;
     op->pending = true;
-    rv = readindex_read(&a->node->reads, &op->u.read, read_ready, op);
+    if (node_is_leader(a->node))
+        rv = readindex_read(&a->node->reads, &op->u.read, read_ready, op);
+    else /* NODE_ENOTLEADER, now or later, relays it (api_op_result) */
+        rv = followread_read(&a->node->fread, &op->u.read, read_ready, op);
     if (rv != 0) {
         op->pending = false;
         api_reply_node_error(a, req, rv, NULL);
@@ -403,6 +414,8 @@ static const struct route routes[] = {
      api_status},
     {"/v1/internal/confirm", false, {"GET"}, "GET", METRICS_ROUTE_CONFIRM,
      api_internal_confirm},
+    {"/v1/internal/readindex", false, {"GET"}, "GET", METRICS_ROUTE_READINDEX,
+     api_internal_readindex},
     {"/health", false, {"GET", "HEAD"}, "GET, HEAD", METRICS_ROUTE_HEALTH,
      api_health},
     {"/ready", false, {"GET", "HEAD"}, "GET, HEAD", METRICS_ROUTE_HEALTH,

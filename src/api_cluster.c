@@ -384,6 +384,61 @@ void api_internal_confirm(struct api *a, struct http_req *req)
                                        (json_int_t)current));
 }
 
+static void readindex_given(struct node_read *r, int status)
+{
+    struct api_op *op = r->data;
+    struct api *a = op->api;
+    struct http_req *req = api_op_result(op, status, NULL);
+    char body[32], digits[TEXT_U64_SIZE];
+    size_t len;
+
+    if (req == NULL)
+        return;
+    metrics_count(a->metrics, METRICS_READ_INDEXES_GIVEN, 1);
+    len = text_u64(r->index ? r->index : node_applied_index(a->node), digits);
+    memcpy(body, "{\"index\":", 9);
+    memcpy(body + 9, digits, len);
+    body[9 + len] = '}';
+    http_reply_json(req, 200, body, 10 + len);
+}
+
+/* GET /v1/internal/readindex?cluster=C
+ *   -> 200 {"index": N} once this node, the leader of cluster C (hex, as
+ *      /v1/status shows it), has confirmed that it still leads after the
+ *      question arrived: every write acknowledged before then is at or
+ *      below N.  A follower asks this for its linearizable reads
+ *      (followread.h), then serves them once its store has applied N;
+ *   -> 409 when this node is not in cluster C; 503 when it cannot confirm
+ *      (not the leader, leadership lost); a question that is not marked as
+ *      relayed is relayed to the leader like a read.
+ * It changes nothing. */
+void api_internal_readindex(struct api *a, struct http_req *req)
+{
+    struct node *n = a->node;
+    struct api_op *op;
+    uint64_t cluster;
+    int rv;
+
+    if (!query_u64(req, "cluster", 16, &cluster)) {
+        http_reply_error(req, 400, "cluster (hex, as /v1/status shows it) "
+                                   "is required");
+        return;
+    }
+    if (cluster == 0 || cluster != n->fsm.cluster_id) {
+        http_reply_error(req, 409, "not in that cluster");
+        return;
+    }
+    op = api_op_new(a, req);
+    if (op == NULL)
+        return;
+    op->pending = true;
+    rv = readindex_read(&n->reads, &op->u.read, readindex_given, op);
+    if (rv != 0) {
+        op->pending = false;
+        api_reply_node_error(a, req, rv, NULL);
+    }
+}
+
 /* GET /health   -> 200 {"status": "ok"} while the process serves. */
 void api_health(struct api *a, struct http_req *req)
 {
@@ -452,6 +507,8 @@ void api_metrics(struct api *a, struct http_req *req)
     sync_counter(a, METRICS_HOLDS_EXPIRED, n->propose.holds_expired);
     sync_counter(a, METRICS_HEAP_TRIMS, n->heap_trims);
     sync_counter(a, METRICS_LOG_STALL_TRANSFERS, n->logwatch.transfers);
+    sync_counter(a, METRICS_FOLLOWER_READ_ASKS, n->fread.asked);
+    sync_counter(a, METRICS_FOLLOWER_READ_RELAYS, n->fread.relayed);
     store_stat(n->store, &st);
     g.term = n->raft->current_term;
     g.commit_index = n->raft->commit_index;

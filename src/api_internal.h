@@ -91,8 +91,11 @@ void api_to_leader(struct api *a, struct http_req *req);
 int api_consistency(struct http_req *req, bool def_linearizable,
                     bool *linearizable);
 
-/* Run @serve now (stale) or after a barrier on the leader (linearizable),
- * relaying to the leader from a follower. */
+/* Run @serve now (stale), or (linearizable) once the store holds every
+ * write acknowledged before now: on the leader after it confirmed that it
+ * still leads (readindex.h), on a follower after the leader gave it a read
+ * index (followread.h), or relayed to the leader (--follower-reads relay,
+ * or when no read index can be had). */
 void api_read(struct api *a, struct http_req *req, bool linearizable,
               api_serve_fn serve);
 
@@ -122,6 +125,7 @@ void api_cluster_member(struct api *a, struct http_req *req);
 void api_cluster_leader(struct api *a, struct http_req *req);
 void api_status(struct api *a, struct http_req *req);
 void api_internal_confirm(struct api *a, struct http_req *req);
+void api_internal_readindex(struct api *a, struct http_req *req);
 void api_health(struct api *a, struct http_req *req);
 void api_ready(struct api *a, struct http_req *req);
 void api_metrics(struct api *a, struct http_req *req);

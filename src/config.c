@@ -11,7 +11,7 @@
 #include <string.h>
 
 enum flag_kind { F_NAME, F_PORT, F_HOSTPORT, F_PATH, F_LEVEL, F_SIZE, F_COUNT,
-                 F_MS, F_BOOL, F_READ };
+                 F_MS, F_BOOL, F_READ, F_FREAD };
 
 struct flag
 {
@@ -38,6 +38,7 @@ static const struct flag flags[] = {
     {"election-timeout", F_MS, "MS  Raft election timeout (default 1000)"},
     {"heartbeat-timeout", F_MS, "MS  Raft heartbeat interval (default 100)"},
     {"read-confirm", F_READ, "HOW  how a leader proves it leads before a linearizable read: 'voters' asks them over HTTP (default), 'log' appends an entry"},
+    {"follower-reads", F_FREAD, "HOW  how a follower serves a linearizable read: 'local' asks the leader for a read index and reads its own store (default), 'relay' relays the read to the leader"},
     {"help", F_BOOL, "      print this help and exit"},
     {"version", F_BOOL, "      print the version and exit"},
 };
@@ -142,6 +143,7 @@ static void defaults(struct config *c)
     c->election_timeout_ms = 1000;
     c->heartbeat_timeout_ms = 100;
     c->read_confirm_log = false;
+    c->follower_reads_relay = false;
 }
 
 static int set_flag(struct config *c, const struct flag *f, const char *v,
@@ -245,6 +247,15 @@ static int set_flag(struct config *c, const struct flag *f, const char *v,
             c->read_confirm_log = true;
         else
             return fail(err, errlen, "--%s: '%s' is not 'voters' or 'log'",
+                        f->name, v);
+        return 0;
+    case F_FREAD:
+        if (strcmp(v, "local") == 0)
+            c->follower_reads_relay = false;
+        else if (strcmp(v, "relay") == 0)
+            c->follower_reads_relay = true;
+        else
+            return fail(err, errlen, "--%s: '%s' is not 'local' or 'relay'",
                         f->name, v);
         return 0;
     case F_BOOL:

@@ -37,6 +37,7 @@ struct config
     unsigned election_timeout_ms;
     unsigned heartbeat_timeout_ms;
     bool read_confirm_log; /* linearizable reads by log entry only */
+    bool follower_reads_relay; /* followers relay linearizable reads whole */
     bool help;
     bool version;
 };

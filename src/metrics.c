@@ -30,6 +30,7 @@ static const char *const metrics_route_names[] = {
     [METRICS_ROUTE_TXN] = "txn",         [METRICS_ROUTE_MEMBERS] = "members",
     [METRICS_ROUTE_LEADER] = "leader",   [METRICS_ROUTE_STATUS] = "status",
     [METRICS_ROUTE_CONFIRM] = "confirm",
+    [METRICS_ROUTE_READINDEX] = "readindex",
     [METRICS_ROUTE_HEALTH] = "health",   [METRICS_ROUTE_METRICS] = "metrics",
     [METRICS_ROUTE_OTHER] = "other",
 };
@@ -117,6 +118,18 @@ static const struct metrics_family metrics_counter_families[] = {
                                      "Leadership transfers started because "
                                      "this leader's Raft log write had not "
                                      "completed for an election timeout."},
+    [METRICS_READ_INDEXES_GIVEN] = {"raftkv_read_indexes_given_total",
+                                    "Read indexes this leader gave followers "
+                                    "for their linearizable reads."},
+    [METRICS_FOLLOWER_READ_ASKS] = {"raftkv_follower_read_index_requests_total",
+                                    "Read indexes this follower asked the "
+                                    "leader for; the linearizable reads "
+                                    "that arrived meanwhile share each."},
+    [METRICS_FOLLOWER_READ_RELAYS] = {"raftkv_follower_read_relays_total",
+                                      "Linearizable reads this follower "
+                                      "relayed to the leader because no read "
+                                      "index could be had or reached in "
+                                      "time."},
 };
 _Static_assert(sizeof metrics_counter_families /
                        sizeof metrics_counter_families[0] ==

@@ -25,6 +25,7 @@ enum metrics_route {
     METRICS_ROUTE_LEADER,      /* /v1/cluster/leader */
     METRICS_ROUTE_STATUS,      /* /v1/status */
     METRICS_ROUTE_CONFIRM,     /* /v1/internal/confirm */
+    METRICS_ROUTE_READINDEX,   /* /v1/internal/readindex */
     METRICS_ROUTE_HEALTH,      /* /health, /ready */
     METRICS_ROUTE_METRICS,     /* /metrics */
     METRICS_ROUTE_OTHER,       /* anything else (404s) */
@@ -52,6 +53,9 @@ enum metrics_counter {
     METRICS_READ_QUESTIONS,     /* questions sent to voters */
     METRICS_HEAP_TRIMS,         /* heap given back once writes went quiet */
     METRICS_LOG_STALL_TRANSFERS, /* leadership handed on: log write hung */
+    METRICS_READ_INDEXES_GIVEN, /* read indexes given to followers */
+    METRICS_FOLLOWER_READ_ASKS, /* read indexes asked of the leader */
+    METRICS_FOLLOWER_READ_RELAYS, /* linearizable reads relayed after all */
     METRICS_COUNTER_COUNT
 };
 

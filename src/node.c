@@ -804,6 +804,7 @@ static void node_flush(uv_check_t *check)
         readindex_flush(&n->reads); /* reads no write took along */
         node_snapshot_policy(n);
     }
+    followread_flush(&n->fread);
     if (n->store == NULL)
         return;
     store_poll(n->store);
@@ -837,6 +838,10 @@ int node_start(struct node *n, uv_loop_t *loop, const struct config *cfg,
     queue_init(&n->joins);
     readindex_init(&n->reads, n, loop, cfg->heartbeat_timeout_ms,
                    !cfg->read_confirm_log);
+    /* A read index comes from a leader that confirms it still leads, which
+     * may take it an entry commit (readindex.h); an election timeout and a
+     * second cover that, and a slow store. */
+    followread_init(&n->fread, n, loop, cfg->election_timeout_ms + 1000);
     propose_init(&n->propose, n, loop);
     logwatch_init(&n->logwatch);
     snprintf(n->raft_addr, sizeof n->raft_addr, "%s", raft_addr);
@@ -969,6 +974,7 @@ void node_stop(struct node *n, void (*cb)(struct node *n))
     membership_stop(n);
     readindex_fail_all(&n->reads, NODE_ESHUTDOWN);
     readindex_close(&n->reads);
+    followread_close(&n->fread, NODE_ESHUTDOWN);
     propose_close(&n->propose, NODE_ESHUTDOWN);
     if (!closing_raft_already)
         wake_waiters(n, NODE_ESHUTDOWN);

@@ -30,6 +30,7 @@
 #include "client.h"
 #include "command.h"
 #include "config.h"
+#include "followread.h"
 #include "fsm.h"
 #include "ioguard.h"
 #include "logwatch.h"
@@ -170,6 +171,7 @@ struct node
     bool change_active; /* a removal or transfer is running */
 
     struct readindex reads; /* linearizable reads (readindex.c) */
+    struct followread fread; /* ...served by this node as a follower */
     struct propose propose; /* group commit of writes (propose.c) */
     struct logwatch logwatch; /* a hung log write hands leadership on */
 

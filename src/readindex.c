@@ -61,14 +61,20 @@ void readindex_init(struct readindex *ri, struct node *node, uv_loop_t *loop,
     ri->rounds_started = ri->rounds_failed = 0;
 }
 
-static void complete(struct queue *reads, int status)
+static void complete_at(struct queue *reads, int status, uint64_t index)
 {
     while (!queue_empty(reads)) {
         struct queue *q = reads->next;
         struct node_read *r = queue_data(q, struct node_read, link);
         queue_remove(q);
+        r->index = index;
         r->cb(r, status);
     }
+}
+
+static void complete(struct queue *reads, int status)
+{
+    complete_at(reads, status, 0);
 }
 
 void readindex_complete(struct queue *reads, int raft_status)
@@ -153,7 +159,7 @@ static void serve_ready(struct readindex *ri)
             continue;
         }
         queue_remove(&rd->link);
-        complete(&rd->reads, 0);
+        complete_at(&rd->reads, 0, rd->commit);
         free(rd);
         q = ri->ready.next; /* the replies may have changed the queue */
     }
@@ -324,6 +330,7 @@ int readindex_read(struct readindex *ri, struct node_read *r, node_read_cb cb,
         return NODE_ENOTLEADER;
     r->cb = cb;
     r->data = data;
+    r->index = 0;
     if (queue_empty(&ri->waiting) && !ri->closed)
         uv_idle_start(&ri->idle, idle_cb); /* do not sleep before the check */
     queue_push(&ri->waiting, &r->link);

@@ -52,6 +52,10 @@ struct node_read
     struct queue link;
     node_read_cb cb;
     void *data;
+    /* With status 0: the read index that was confirmed (the store has
+     * applied at least this much), or 0 when it is the store's applied
+     * index at the callback. */
+    uint64_t index;
 };
 
 /* Read-only entries in flight at most. */

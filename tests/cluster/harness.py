@@ -971,6 +971,21 @@ def assert_json_error(r, statuses, what=""):
     return r.json
 
 
+def requests_queued(port):
+    """Connections to 127.0.0.1:`port` with bytes the server has not read yet
+    (from /proc/net/tcp)."""
+    count = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, state, queues = fields[1], fields[3], fields[4]
+            if int(local.split(":")[1], 16) == port and state == "01" and \
+                    int(queues.split(":")[1], 16) > 0:
+                count += 1
+    return count
+
+
 class paused:
     """Context manager: SIGSTOP the given nodes' processes, SIGCONT them on exit
     (also when the body fails).  resume(node) continues one of them early."""

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from harness import (HttpClient, assert_json_error, header_int, kv_path, leader_and_followers,
-                     paused, put_ok, quote_key, request_once, scaled, v1_get, v1_list, wait_until)
+                     paused, put_ok, quote_key, request_once, requests_queued, scaled, v1_get,
+                     v1_list, wait_until)
 
 LINEARIZABLE_DEADLINE = 2.0   # s (scaled): how long a client waits for a refused read
 AT_ONCE = 1.0                 # s (scaled): a stale read on a cut-off node answers within this
@@ -233,7 +234,8 @@ def test_reads_during_writes_see_every_acknowledged_write(cluster, confirm):
     --read-confirm voters (the default) the leader confirms reads by rounds of
     questions to the voters; with --read-confirm log they ride on the entries
     of the concurrent writes or, between writes, on no-op entries, and no
-    round is asked.  Either way all reads are served."""
+    round is asked.  Either way all reads are served, the followers' from
+    their own stores once the leader gave them a read index."""
     nodes = cluster.start_nodes(3, args=("--read-confirm", confirm))
     leader, followers = leader_and_followers(cluster)
     writers, readers, rounds = 3, 3, 150
@@ -244,7 +246,7 @@ def test_reads_during_writes_see_every_acknowledged_write(cluster, confirm):
     failures = []
     reads = [0] * readers
     noops_before = metric(leader, "raftkv_read_barriers_total")
-    lin_before = metric(leader, "raftkv_linearizable_reads_total")
+    lin_before = sum(metric(n, "raftkv_linearizable_reads_total") for n in nodes)
     rounds_before = metric(leader, "raftkv_read_rounds_total")
 
     def write(i):
@@ -300,31 +302,20 @@ def test_reads_during_writes_see_every_acknowledged_write(cluster, confirm):
     assert not failures, failures[:5]
     assert not any(t.is_alive() for t in threads), "a client thread hangs"
     assert acked == [rounds] * writers
-    lin = metric(leader, "raftkv_linearizable_reads_total") - lin_before
+    lin = sum(metric(n, "raftkv_linearizable_reads_total") for n in nodes) - lin_before
     noops = metric(leader, "raftkv_read_barriers_total") - noops_before
     asked = metric(leader, "raftkv_read_rounds_total") - rounds_before
-    print("reads per reader %s; on the leader %d linearizable reads, %d no-op entries, "
-          "%d rounds" % (reads, lin, noops, asked))
-    assert lin >= sum(reads) - readers  # followers forward theirs to the leader
+    given = metric(leader, "raftkv_read_indexes_given_total")
+    print("reads per reader %s; %d linearizable reads served; on the leader %d no-op "
+          "entries, %d rounds, %d read indexes given" % (reads, lin, noops, asked, given))
+    assert lin >= sum(reads) - readers
+    assert given > 0
+    for f in followers:
+        assert metric(f, "raftkv_follower_read_relays_total") == 0, f.name
     if confirm == "log":
         assert 0 < noops and asked == 0
     else:
         assert 0 < asked
-
-
-def requests_queued(port):
-    """Connections to 127.0.0.1:`port` with bytes the server has not read yet
-    (from /proc/net/tcp)."""
-    count = 0
-    with open("/proc/net/tcp") as f:
-        next(f)
-        for line in f:
-            fields = line.split()
-            local, state, queues = fields[1], fields[3], fields[4]
-            if int(local.split(":")[1], 16) == port and state == "01" and \
-                    int(queues.split(":")[1], 16) > 0:
-                count += 1
-    return count
 
 
 def confirm_path(cluster_id, term, leader_raft_id, voter_raft_id):

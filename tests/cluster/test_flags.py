@@ -48,6 +48,8 @@ BAD = [
      lambda t: base(t) + ["--election-timeout", "soon"]),
     ("max-value-size-word", "--max-value-size", lambda t: base(t) + ["--max-value-size", "lots"]),
     ("raft-addr-without-port", "--raft-addr", lambda t: base(t) + ["--raft-addr", "localhost"]),
+    ("follower-reads-stale", "--follower-reads",
+     lambda t: base(t) + ["--follower-reads", "stale"]),
 ]
 
 

@@ -292,6 +292,45 @@ def test_a_leader_whose_log_write_hangs_hands_leadership_on(raftkv_bin, shim, ru
         _every_node_holds(cluster, new.status()["commit_index"], acked, 30)
 
 
+def test_a_follower_whose_log_write_hangs_relays_its_linearizable_reads(raftkv_bin, shim,
+                                                                         run_dir):
+    """A follower's disk hangs: it stores, and so applies, nothing new, yet
+    it still hears from the leader.  A write commits on the other two.  A
+    linearizable read on the hung follower gets a read index from the leader
+    (src/followread.h) that its store cannot reach; once it has waited an
+    election timeout and a second for it, the follower relays the read to
+    the leader, and the client gets the new value -- never the old one that
+    the follower's store still holds, as a stale read there shows."""
+    with _disk_fault_cluster(run_dir, raftkv_bin, shim, snapshot_threshold=4096) as cluster:
+        leader = cluster.wait_leader()
+        f = next(n for n in cluster.nodes if n is not leader)
+        a = client.request(leader.http_addr, "PUT", "/v1/kv/k", b"old", timeout=5.0)
+        assert a.outcome == client.OK, a
+        db.wait_for(lambda: client.request(f.http_addr, "GET", "/v1/kv/k?consistency=stale",
+                                           timeout=3.0).body == b"old", 10,
+                    "the follower to apply the first write")
+        relays = _counter(f, "raftkv_follower_read_relays_total")
+
+        f.set_disk_fault("aio=HANG")
+        a = client.request(leader.http_addr, "PUT", "/v1/kv/k", b"new", timeout=10.0)
+        assert a.outcome == client.OK, a
+        db.wait_for(lambda: "while aio=HANG" in f.log_text(since_start=True), 10,
+                    "the shim holding the follower's log write")
+        stale = client.request(f.http_addr, "GET", "/v1/kv/k?consistency=stale", timeout=3.0)
+        assert stale.status == 200 and stale.body == b"old", stale
+
+        started = time.monotonic()
+        r = client.request(f.http_addr, "GET", "/v1/kv/k", timeout=30.0)
+        took = time.monotonic() - started
+        print("linearizable read on the hung follower: %r in %.2f s" % (r, took))
+        assert r.status == 200 and r.body == b"new", r
+        assert _counter(f, "raftkv_follower_read_relays_total") == relays + 1
+        assert "did not reach read index" in f.log_text(since_start=True)
+
+        f.set_disk_fault("off")
+        _every_node_holds(cluster, leader.status()["commit_index"], {}, 30)
+
+
 def test_stale_hosts_of_a_dead_run_are_removed(env_ok):
     """What a crashed run left (namespaces named after its pid) is removed at
     the start of the next run; a live owner's namespaces are left alone."""

@@ -51,7 +51,7 @@ static void test_all_forms(void **state)
               "--snapshot-threshold", "64", "--snapshot-trailing", "32",
               "--segment-size", "8388608",
               "--election-timeout", "500", "--heartbeat-timeout", "50",
-              "--read-confirm", "log"),
+              "--read-confirm", "log", "--follower-reads", "relay"),
         0);
     assert_string_equal(c.node_id, "a.b_c-1");
     assert_string_equal(c.raft_host, "localhost");
@@ -71,10 +71,15 @@ static void test_all_forms(void **state)
     assert_int_equal(c.election_timeout_ms, 500);
     assert_int_equal(c.heartbeat_timeout_ms, 50);
     assert_true(c.read_confirm_log);
+    assert_true(c.follower_reads_relay);
     assert_int_equal(PARSE(&c, "--node-id", "n"), 0);
     assert_false(c.read_confirm_log);
-    assert_int_equal(PARSE(&c, "--node-id", "n", "--read-confirm=voters"), 0);
+    assert_false(c.follower_reads_relay);
+    assert_int_equal(PARSE(&c, "--node-id", "n", "--read-confirm=voters",
+                           "--follower-reads=local"),
+                     0);
     assert_false(c.read_confirm_log);
+    assert_false(c.follower_reads_relay);
 }
 
 static void expect_error(int rv, const char *flag)
@@ -124,6 +129,8 @@ static void test_errors_name_the_flag(void **state)
                  "--heartbeat-timeout");
     expect_error(PARSE(&c, "--node-id", "n", "--read-confirm", "lease"),
                  "--read-confirm");
+    expect_error(PARSE(&c, "--node-id", "n", "--follower-reads", "stale"),
+                 "--follower-reads");
     expect_error(PARSE(&c, "--node-id", "n", "--http-port", "2222"),
                  "--http-port");
     expect_error(PARSE(&c, "--node-id", "n", "stray"), "stray");

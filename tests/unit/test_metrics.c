@@ -566,7 +566,9 @@ static const char *const counter_names[] = {
     "raftkv_read_rounds_total",        "raftkv_read_rounds_failed_total",
     "raftkv_read_questions_total",     "raftkv_heap_trims_total",
     "raftkv_entries_held_total",       "raftkv_entry_holds_expired_total",
-    "raftkv_log_stall_transfers_total",
+    "raftkv_log_stall_transfers_total", "raftkv_read_indexes_given_total",
+    "raftkv_follower_read_index_requests_total",
+    "raftkv_follower_read_relays_total",
 };
 
 static const char *const gauge_names[] = {
@@ -910,8 +912,8 @@ static void test_escaping(void **state)
     (void)state;
     static const char *const routes[] = {
         "set",  "get",     "delete", "join",   "kv",     "kv_list", "txn",
-        "members", "leader", "status", "confirm", "health", "metrics",
-        "other",
+        "members", "leader", "status", "confirm", "readindex", "health",
+        "metrics", "other",
     };
     static const char *const methods[] = {"GET", "HEAD", "POST", "PUT",
                                           "DELETE", "BREW"};
