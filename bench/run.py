@@ -97,7 +97,9 @@ MODES = {
 # Phase A workloads: (id, label, kind, connections, value bytes).
 #   put: distinct new keys; get-lin/get-stale: random preloaded keys;
 #   mix: 90% linearizable reads / 10% overwrites of preloaded keys;
-#   put-follower: distinct keys sent to a follower, which forwards them.
+#   put-follower: distinct keys sent to a follower, which forwards them;
+#   get-lin-follower: linearizable reads of preloaded keys sent to a follower
+#   (raftkv: served by it after a read index from the leader).
 WORKLOADS = [
     ("write_100B_c1", "write 100 B, 1 conn", "put", 1, 100),
     ("write_100B_c16", "write 100 B, 16 conns", "put", 16, 100),
@@ -109,6 +111,8 @@ WORKLOADS = [
     ("write_10KiB_c16", "write 10 KiB, 16 conns", "put", 16, 10 * 1024),
     ("write_1MiB_c16", "write 1 MiB, 16 conns", "put", 16, MiB),
     ("write_follower_c64", "write 100 B via follower, 64 conns", "put-follower", 64, 100),
+    ("read_lin_follower_c64", "read linearizable via follower, 64 conns", "get-lin-follower",
+     64, 100),
 ]
 
 # The comparisons issue 5 sets targets on.  With --compare each is measured
@@ -989,7 +993,7 @@ class Bench:
     # -- one raftkv workload --------------------------------------------------
     def raftkv_workload(self, c, kind, conns, size):
         ld = c.leader()
-        target = c.follower() if kind == "put-follower" else ld
+        target = c.follower() if kind.endswith("-follower") else ld
         script, args = self.script_for(kind, size)
         return self.run.measure_wrk(target.url, script, conns, self.o.warmup, self.o.duration,
                                     c.cpu, ld.metrics, target="raftkv", **args)
@@ -997,7 +1001,7 @@ class Bench:
     def script_for(self, kind, size):
         if kind in ("put", "put-follower"):
             return "put.lua", dict(size=size)
-        if kind in ("get-lin", "get-stale"):
+        if kind in ("get-lin", "get-lin-follower", "get-stale"):
             return "get.lua", dict(keys=self.o.read_keys,
                                    consistency="stale" if kind == "get-stale" else "linearizable")
         if kind == "mix":
@@ -1057,7 +1061,7 @@ class Bench:
             shutil.rmtree(etcd.dir, ignore_errors=True)
 
     def etcd_workload(self, etcd, kind, conns, size):
-        m = etcd.follower() if kind == "put-follower" else etcd.leader()
+        m = etcd.follower() if kind.endswith("-follower") else etcd.leader()
         script, args = self.script_for(kind, size)
         return self.run.measure_wrk("http://" + etcd.addr(m), script, conns, self.o.warmup,
                                     self.o.duration, etcd.cpu, target="etcd", **args)
