@@ -136,15 +136,6 @@ static void ask_done(void *arg, const struct client_response *res)
         wake(fr); /* room for another question */
 }
 
-static void move_all(struct queue *from, struct queue *to)
-{
-    while (!queue_empty(from)) {
-        struct queue *q = from->next;
-        queue_remove(q);
-        queue_push(to, q);
-    }
-}
-
 /* Send one question for every read waiting.  Returns 0, or a NODE_E* code
  * for the reads (which stay waiting). */
 static int ask_leader(struct followread *fr)
@@ -172,7 +163,7 @@ static int ask_leader(struct followread *fr)
         free(a);
         return NODE_ENOTLEADER;
     }
-    move_all(&fr->waiting, &a->reads);
+    queue_move_all(&fr->waiting, &a->reads);
     queue_push(&fr->asks, &a->link);
     fr->in_flight++;
     fr->asked++;

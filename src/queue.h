@@ -41,6 +41,19 @@ static inline void queue_remove(struct queue *item)
     item->next = item->prev = item;
 }
 
+/* Move every item of @from, in order, to the end of @to; @from is left
+ * empty.  O(1): the two lists are spliced. */
+static inline void queue_move_all(struct queue *from, struct queue *to)
+{
+    if (queue_empty(from))
+        return;
+    from->next->prev = to->prev;
+    to->prev->next = from->next;
+    from->prev->next = to;
+    to->prev = from->prev;
+    queue_init(from);
+}
+
 #define queue_data(ptr, type, field)                                           \
     ((type *)((char *)(ptr)-offsetof(type, field)))
 

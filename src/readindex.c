@@ -93,15 +93,6 @@ void readindex_complete(struct queue *reads, int raft_status)
     }
 }
 
-static void move_all(struct queue *from, struct queue *to)
-{
-    while (!queue_empty(from)) {
-        struct queue *q = from->next;
-        queue_remove(q);
-        queue_push(to, q);
-    }
-}
-
 /* May the reads waiting now go by round? */
 static bool rounds_usable(struct readindex *ri)
 {
@@ -113,7 +104,7 @@ static bool rounds_usable(struct readindex *ri)
 void readindex_attach(struct readindex *ri, struct queue *reads)
 {
     if (!rounds_usable(ri))
-        move_all(&ri->waiting, reads);
+        queue_move_all(&ri->waiting, reads);
 }
 
 void readindex_term_applied(struct readindex *ri, uint64_t term)
@@ -254,7 +245,7 @@ static int start_round(struct readindex *ri)
         free(rd);
         return -1;
     }
-    move_all(&ri->waiting, &rd->reads);
+    queue_move_all(&ri->waiting, &rd->reads);
     ri->rounds_started++;
     if (rv == 1) { /* the only voter: nobody else can lead */
         queue_push(&ri->ready, &rd->link);
@@ -310,7 +301,7 @@ void readindex_flush(struct readindex *ri)
     f->ri = ri;
     f->term = n->raft->current_term;
     queue_init(&f->reads);
-    move_all(&ri->waiting, &f->reads);
+    queue_move_all(&ri->waiting, &f->reads);
     queue_push(&ri->flights, &f->link);
     ri->in_flight++;
     ri->entries++;
