@@ -18,7 +18,6 @@
 struct ask
 {
     struct followread *fr;
-    struct client_request *creq; /* until the answer */
     uint64_t index;              /* the leader's answer */
     uint64_t deadline_ms;        /* for the store to reach @index */
     struct queue link;           /* in fr->asks, then fr->ready */
@@ -114,7 +113,6 @@ static void ask_done(void *arg, const struct client_response *res)
 
     queue_remove(&a->link);
     fr->in_flight--;
-    a->creq = NULL;
     if (fr->closed) { /* its reads were failed at close */
         free(a);
         return;
@@ -159,7 +157,7 @@ static int ask_leader(struct followread *fr)
     a->index = 0;
     queue_init(&a->reads);
     if (client_request_headers(n->client, "GET", url, NULL, 0, NULL, marker,
-                               fr->timeout_ms, ask_done, a, &a->creq) != 0) {
+                               fr->timeout_ms, ask_done, a, NULL) != 0) {
         free(a);
         return NODE_ENOTLEADER;
     }
