@@ -382,10 +382,10 @@ static const char *head_parse(struct client_request *r, const char *p,
         return "not an HTTP/1.x status line";
     r->minor = p[7] - '0';
     r->status = 0;
-    for (const char *d = p + 9; d < end && *d >= '0' && *d <= '9'; d++) {
-        r->status = r->status * 10 + (*d - '0');
-        digits++;
-    }
+    /* Count every digit but keep only three: a longer code is refused
+     * below, and must not overflow on its way there. */
+    for (const char *d = p + 9; d < end && *d >= '0' && *d <= '9'; d++)
+        if (++digits <= 3) r->status = r->status * 10 + (*d - '0');
     if (digits != 3 || r->status < 100) return "bad status code";
     eol = memmem(p, len, "\r\n", 2);
     for (p = eol + 2; p < end; p = eol + 2) {

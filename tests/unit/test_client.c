@@ -197,6 +197,11 @@ static void conn_dispatch(struct conn *cn, const char *method,
                  true);
     } else if (strcmp(path, "/garbage") == 0) {
         conn_raw(cn, "HTPP/1.1 200 OK\r\n\r\n", false);
+    } else if (strcmp(path, "/long-status") == 0) {
+        conn_raw(cn,
+                 "HTTP/1.1 20000000000000000000000000000000000 OK\r\n"
+                 "Content-Length: 0\r\n\r\n",
+                 false);
     } else if (strcmp(path, "/big") == 0) {
         char *big = malloc(BIG_BODY_LEN);
         assert_non_null(big);
@@ -937,6 +942,21 @@ static void test_malformed_response_is_an_error(void **state)
     result_free(&r);
 }
 
+/* Found by fuzz_client: the code's digits were summed into an int before
+ * their number was checked, which overflowed (undefined behaviour) for a
+ * long one.  Now it is a plain "bad status code". */
+static void test_status_code_of_many_digits_is_an_error(void **state)
+{
+    struct fixture *f = *state;
+    struct result r = {0};
+
+    get(f, "/long-status", 2000, &r);
+    RUN_UNTIL(f, r.calls == 1, 5000);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.error, "bad status code"));
+    result_free(&r);
+}
+
 /* "localhost" may name ::1 first; the server listens on 127.0.0.1 only, so
  * this also shows the next address being tried. */
 static void test_host_name_is_resolved(void **state)
@@ -1021,6 +1041,7 @@ int main(void)
         T(test_connection_closed_by_the_peer_is_not_reused),
         T(test_hang_up_mid_body_is_an_error),
         T(test_malformed_response_is_an_error),
+        T(test_status_code_of_many_digits_is_an_error),
         T(test_host_name_is_resolved),
         T(test_bad_arguments_are_refused_at_once),
 #undef T
