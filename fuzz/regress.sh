@@ -4,7 +4,7 @@
 # (fuzz/regressions/TARGET/).  Exits non-zero if any input crashes, hangs,
 # leaks or trips a check, and names every such input.
 #
-#   sh fuzz/regress.sh [TARGET...]        (default: command request)
+#   sh fuzz/regress.sh [TARGET...]        (default: command request client)
 #
 # The seeds run in one process per target (fast when all is well; if that
 # fails each is replayed alone, so that the report names every failing
@@ -13,7 +13,7 @@
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
-targets=${*:-command request}
+targets=${*:-command request client}
 
 make -C "$here" --no-print-directory build || exit 2
 

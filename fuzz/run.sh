@@ -5,7 +5,7 @@
 # and make the script exit non-zero; commit them, so that regress.sh keeps
 # replaying them.
 #
-#   sh fuzz/run.sh SECONDS [TARGET...]     (default targets: command request)
+#   sh fuzz/run.sh SECONDS [TARGET...]     (default targets: command request client)
 #
 # Environment:
 #   FUZZ_WORK=DIR     where the growing corpus lives between runs
@@ -30,7 +30,7 @@ if [ $# -lt 1 ] || ! [ "$1" -gt 0 ] 2>/dev/null; then
 fi
 secs=$1
 shift
-targets=${*:-command request}
+targets=${*:-command request client}
 work=${FUZZ_WORK:-$here/work}
 jobs=${FUZZ_JOBS:-1}
 minimize=${FUZZ_MINIMIZE:-60}
@@ -62,9 +62,10 @@ run() {
 
 # Per target: longest input, extra flags.  An entry is a few KiB at most;
 # a request needs room for headers plus a body up to the harness's
-# --max-body-size (4096).
+# --max-body-size (4096); a client input holds one or two responses.
 flags_command="-max_len=4096 -use_value_profile=1"
 flags_request="-max_len=8192 -dict=$here/request.dict"
+flags_client="-max_len=16384 -dict=$here/client.dict"
 
 status=0
 for t in $targets; do
