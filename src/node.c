@@ -310,6 +310,7 @@ static void bootstrap_closed(struct raft *r)
 
     if (!raft_closed(n, r))
         return;
+    n->bootstrap_closing = false;
     if (n->phase == NODE_STOPPING) {
         /* node_stop arrived while closing: finish the stop instead. */
         wake_waiters(n, NODE_ESHUTDOWN);
@@ -354,6 +355,7 @@ int node_ensure_cluster(struct node *n, struct node_wait *w, node_wait_cb cb,
         log_info("first request that needs a cluster: bootstrapping a "
                  "one-node cluster");
         n->phase = NODE_BOOTSTRAPPING;
+        n->bootstrap_closing = true;
         raft_close(n->raft, bootstrap_closed);
         break;
     }
@@ -967,7 +969,10 @@ static void stop_raft_closed(struct raft *r)
 
 void node_stop(struct node *n, void (*cb)(struct node *n))
 {
-    bool closing_raft_already = n->phase == NODE_BOOTSTRAPPING;
+    /* Not the whole of NODE_BOOTSTRAPPING: after bootstrap_closed has
+     * reopened Raft (its first entry not yet applied), nothing else would
+     * close it, and the stop would never finish. */
+    bool closing_raft_already = n->bootstrap_closing;
 
     n->stopped_cb = cb;
     n->phase = NODE_STOPPING;

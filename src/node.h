@@ -133,6 +133,10 @@ struct node
     char raft_dir[CONFIG_PATH_MAX + 16];
     char kv_dir[CONFIG_PATH_MAX + 16];
     enum node_phase phase;
+    /* The bootstrap's raft_close is pending: bootstrap_closed will run and
+     * must finish a stop that arrives meanwhile.  Only this part of
+     * NODE_BOOTSTRAPPING: once Raft is reopened, a stop closes it itself. */
+    bool bootstrap_closing;
     uint64_t started_ms; /* uv_now at start, for uptime */
 
     struct store *store;

@@ -14,6 +14,7 @@ the history; the run's node logs are kept (path in the message).
 import contextlib
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -329,6 +330,57 @@ def test_a_follower_whose_log_write_hangs_relays_its_linearizable_reads(raftkv_b
 
         f.set_disk_fault("off")
         _every_node_holds(cluster, leader.status()["commit_index"], {}, 30)
+
+
+def test_a_node_stopped_while_it_bootstraps_exits(raftkv_bin, shim, run_dir):
+    """A pristine node's first write makes it bootstrap: it closes Raft,
+    reopens it as a one-node cluster and proposes its first entry, whose log
+    write the shim holds.  SIGTERM arrives then.  Once the disk answers, the
+    node stops and exits 0, and the write gets an answer.  (node_stop took
+    the whole bootstrap for "Raft is being closed", so after the reopen it
+    left the new instance open and the process never exited.)"""
+    net = Net(1, random.Random(), log=_say)
+    cluster = None
+    problems = []
+    try:
+        net.up()
+        cluster = db.Cluster(net, run_dir, raftkv_bin, shim,
+                             sanitized=os.environ.get("RAFTKV_SANITIZED") == "1")
+        n = cluster.nodes[0]
+        n.start()
+        n.set_disk_fault("aio=HANG")
+        answers = []
+        writer = threading.Thread(target=lambda: answers.append(client.request(
+            n.http_addr, "PUT", "/v1/kv/first", b"v", timeout=30.0)), daemon=True)
+        writer.start()
+        db.wait_for(lambda: "while aio=HANG" in n.log_text(since_start=True), 10,
+                    "the shim holding the first entry's log write")
+        n.current.expected = "stopped by the test"
+        n.proc.send_signal(signal.SIGTERM)
+        db.wait_for(lambda: "SIGTERM: shutting down" in n.log_text(since_start=True), 10,
+                    "the node to take the SIGTERM")
+        n.set_disk_fault("off")
+        try:
+            code = n.proc.wait(timeout=db.STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the node did not exit within %.0f s of its disk answering:\n%s"
+                        % (db.STOP_TIMEOUT, n.tail(15, since_start=True)))
+        n.reap()
+        assert code == 0, n.tail(15, since_start=True)
+        # It is not left waiting, and it cannot have succeeded: its own
+        # entry was never proposed.  (Here it gets 503 "server is shutting
+        # down"; a connection closed by the stop would be as good.)
+        writer.join(10)
+        assert len(answers) == 1 and answers[0].status != 200, answers
+        print("the write during the stop: %r" % (answers[0],))
+    finally:
+        if cluster is not None:
+            for x in cluster.nodes:
+                x.set_disk_fault("off")
+            problems += cluster.close()
+            problems += cluster.unexpected_deaths()
+        net.down()
+    assert not problems, problems
 
 
 def test_stale_hosts_of_a_dead_run_are_removed(env_ok):
