@@ -148,6 +148,7 @@ struct client_request
 static void conn_close(struct client_conn *cn);
 static void request_send(struct client_request *r, struct client_conn *cn);
 static void request_connect(struct client_request *r);
+static void request_on_deferred_failure(uv_timer_t *t);
 
 /* ---- bookkeeping --------------------------------------------------------- */
 
@@ -684,9 +685,17 @@ static void request_send(struct client_request *r, struct client_conn *cn)
     rv = uv_write(&w->req, (uv_stream_t *)&cn->tcp, &buf, 1,
                   request_on_written);
     if (rv < 0) {
+        /* Fail from the loop, not from here: an idle connection is reused
+         * from inside client_request, and client.h promises no callback
+         * before that returns. */
         free(w);
-        request_fail(r, "connection to %s lost while sending: %s", r->peer,
-                     uv_strerror(rv));
+        r->conn = NULL;
+        cn->req = NULL;
+        conn_close(cn);
+        snprintf(r->error, sizeof r->error,
+                 "connection to %s lost while sending: %s", r->peer,
+                 uv_strerror(rv));
+        uv_timer_start(&r->timer, request_on_deferred_failure, 0, 0);
     }
 }
 
