@@ -333,7 +333,20 @@ static void read_ready(struct node_read *r, int status)
     struct api_op *op = r->data;
     struct api *a = op->api;
     api_serve_fn serve = op->serve;
-    struct http_req *req = api_op_result(op, status, NULL);
+    struct http_req *req;
+
+    /* A follower that has since been elected gets its read index from
+     * itself: relaying would find that the leader is this node (503). */
+    if (status == NODE_ENOTLEADER && !op->leader_read && op->req != NULL &&
+        node_is_leader(a->node)) {
+        op->leader_read = true;
+        status = readindex_read(&a->node->reads, &op->u.read, read_ready, op);
+        if (status == 0)
+            return;
+    }
+    if (status == NODE_ENOTLEADER && !op->leader_read && op->req != NULL)
+        metrics_count(a->metrics, METRICS_FOLLOWER_READ_RELAYS, 1);
+    req = api_op_result(op, status, NULL);
 
     if (req == NULL)
         return;
@@ -369,7 +382,8 @@ void api_read(struct api *a, struct http_req *req, bool linearizable,
         return;
     op->serve = serve;
     op->pending = true;
-    if (node_is_leader(a->node))
+    op->leader_read = node_is_leader(a->node);
+    if (op->leader_read)
         rv = readindex_read(&a->node->reads, &op->u.read, read_ready, op);
     else /* NODE_ENOTLEADER, now or later, relays it (api_op_result) */
         rv = followread_read(&a->node->fread, &op->u.read, read_ready, op);

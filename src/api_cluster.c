@@ -508,7 +508,6 @@ void api_metrics(struct api *a, struct http_req *req)
     sync_counter(a, METRICS_HEAP_TRIMS, n->heap_trims);
     sync_counter(a, METRICS_LOG_STALL_TRANSFERS, n->logwatch.transfers);
     sync_counter(a, METRICS_FOLLOWER_READ_ASKS, n->fread.asked);
-    sync_counter(a, METRICS_FOLLOWER_READ_RELAYS, n->fread.relayed);
     store_stat(n->store, &st);
     g.term = n->raft->current_term;
     g.commit_index = n->raft->commit_index;

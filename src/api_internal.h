@@ -34,6 +34,7 @@ struct api_op
     struct command_txn txn;
     api_applied_fn applied; /* writes: builds the answer */
     api_serve_fn serve;     /* linearizable reads: serves after a barrier */
+    bool leader_read;       /* the read waits on this node's read index */
     int tag;                /* handler-specific */
     union {
         struct node_wait wait;

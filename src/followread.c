@@ -37,18 +37,16 @@ void followread_init(struct followread *fr, struct node *node, uv_loop_t *loop,
     fr->timeout_ms = timeout_ms;
     uv_idle_init(loop, &fr->idle);
     fr->idle.data = fr;
-    fr->asked = fr->relayed = 0;
+    fr->asked = 0;
     fr->closed = false;
 }
 
-static void complete(struct followread *fr, struct queue *reads, int status)
+static void complete(struct queue *reads, int status)
 {
     while (!queue_empty(reads)) {
         struct queue *q = reads->next;
         struct node_read *r = queue_data(q, struct node_read, link);
         queue_remove(q);
-        if (status == NODE_ENOTLEADER)
-            fr->relayed++;
         r->cb(r, status);
     }
 }
@@ -82,7 +80,7 @@ static void serve_ready(struct followread *fr)
                      " (it is at %" PRIu64 ") within %u ms; relaying the "
                      "reads to the leader",
                      a->index, applied, fr->timeout_ms);
-        complete(fr, &a->reads, a->index > applied ? NODE_ENOTLEADER : 0);
+        complete(&a->reads, a->index > applied ? NODE_ENOTLEADER : 0);
         free(a);
         q = fr->ready.next; /* the replies may have changed the queue */
     }
@@ -123,7 +121,7 @@ static void ask_done(void *arg, const struct client_response *res)
                   res->status == 0 && res->error ? res->error
                   : res->body                    ? res->body
                                                  : "");
-        complete(fr, &a->reads, NODE_ENOTLEADER);
+        complete(&a->reads, NODE_ENOTLEADER);
         free(a);
     } else {
         a->deadline_ms = uv_now(fr->node->loop) + fr->timeout_ms;
@@ -134,8 +132,8 @@ static void ask_done(void *arg, const struct client_response *res)
         wake(fr); /* room for another question */
 }
 
-/* Send one question for every read waiting.  Returns 0, or a NODE_E* code
- * for the reads (which stay waiting). */
+/* Send one question for every read waiting.  Returns 0, or NODE_ENOTLEADER
+ * for the reads (which stay waiting) when none can be sent. */
 static int ask_leader(struct followread *fr)
 {
     static const char *const marker[] = {"X-Raftkv-Forwarded: 1", NULL};
@@ -150,20 +148,25 @@ static int ask_leader(struct followread *fr)
         return NODE_ENOTLEADER;
     a = malloc(sizeof *a);
     if (a == NULL)
-        return NODE_ENOMEM;
+        return NODE_ENOTLEADER; /* a relay may still get through */
     snprintf(url, sizeof url, "http://%s/v1/internal/readindex?cluster=%016" PRIx64,
              leader.http_addr, n->fsm.cluster_id);
     a->fr = fr;
     a->index = 0;
     queue_init(&a->reads);
-    if (client_request_headers(n->client, "GET", url, NULL, 0, NULL, marker,
-                               fr->timeout_ms, ask_done, a, NULL) != 0) {
-        free(a);
-        return NODE_ENOTLEADER;
-    }
+    /* Everything ask_done undoes is in place before the request starts;
+     * after it returns 0, @a belongs to ask_done. */
     queue_move_all(&fr->waiting, &a->reads);
     queue_push(&fr->asks, &a->link);
     fr->in_flight++;
+    if (client_request_headers(n->client, "GET", url, NULL, 0, NULL, marker,
+                               fr->timeout_ms, ask_done, a, NULL) != 0) {
+        queue_remove(&a->link);
+        fr->in_flight--;
+        queue_move_all(&a->reads, &fr->waiting);
+        free(a);
+        return NODE_ENOTLEADER;
+    }
     fr->asked++;
     return 0;
 }
@@ -179,7 +182,7 @@ void followread_flush(struct followread *fr)
     if (queue_empty(&fr->waiting) || fr->in_flight >= FOLLOWREAD_DEPTH)
         return; /* ask_done wakes the loop when room is made */
     if ((rv = ask_leader(fr)) != 0)
-        complete(fr, &fr->waiting, rv);
+        complete(&fr->waiting, rv);
 }
 
 int followread_read(struct followread *fr, struct node_read *r,
@@ -206,13 +209,13 @@ void followread_close(struct followread *fr, int status)
 {
     if (fr->closed)
         return;
-    complete(fr, &fr->waiting, status);
+    complete(&fr->waiting, status);
     for (struct queue *q = fr->asks.next; q != &fr->asks; q = q->next)
-        complete(fr, &queue_data(q, struct ask, link)->reads, status);
+        complete(&queue_data(q, struct ask, link)->reads, status);
     while (!queue_empty(&fr->ready)) {
         struct ask *a = queue_data(fr->ready.next, struct ask, link);
         queue_remove(&a->link);
-        complete(fr, &a->reads, status);
+        complete(&a->reads, status);
         free(a);
     }
     fr->closed = true;

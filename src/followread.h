@@ -49,7 +49,6 @@ struct followread
     unsigned timeout_ms;  /* for a question, and then for the store */
     uv_idle_t idle;       /* no sleeping while reads wait */
     unsigned long long asked;   /* questions sent, for metrics */
-    unsigned long long relayed; /* reads that fell back to a relay */
     bool closed;
 };
 

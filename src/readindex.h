@@ -94,7 +94,8 @@ void readindex_close(struct readindex *ri);
 
 /* Queue @r; @cb runs with 0 once an entry appended after now has been
  * applied (then read the store), or with NODE_ENOTLEADER /
- * NODE_ELEADERSHIPLOST / NODE_ESHUTDOWN.  Returns 0, or NODE_ENOTLEADER at
+ * NODE_ELEADERSHIPLOST / NODE_ESHUTDOWN, or NODE_ENOMEM when there was no
+ * memory to start the confirmation it waits on.  Returns 0, or NODE_ENOTLEADER at
  * once (then @cb never runs). */
 int readindex_read(struct readindex *ri, struct node_read *r, node_read_cb cb,
                    void *data);

@@ -100,6 +100,50 @@ def test_reads_that_arrive_together_share_a_read_index(cluster):
     assert metric(leader, GIVEN) - given_before == d[ASKED]
 
 
+def test_a_follower_elected_while_its_reads_wait_serves_them(cluster):
+    """The leader is paused while each follower holds a linearizable read,
+    its question for a read index out to the paused leader.  One follower
+    is elected; when their questions time out, the new leader serves its
+    read from its own read index, and the other follower relays its read to
+    the new leader.  Both clients get the value.  (The new leader used to
+    relay its read too, found that the leader was itself, and answered 503
+    "no leader is known".)  A question waits an election timeout plus a
+    second; with a 300 ms election timeout the election is over well
+    before that."""
+    cluster.start_nodes(3, args=("--election-timeout", "300", "--heartbeat-timeout", "50"))
+    old, followers = leader_and_followers(cluster)
+    put_ok(old, "fr/elected", b"before-the-election")
+    for f in followers:
+        wait_until(lambda f=f: v1_get(f, "fr/elected").status == 200, 10,
+                   "%s to read the key" % f.name)
+    before = {f.name: counters(f) for f in followers}
+    conns = {}
+    try:
+        with paused(old):
+            for f in followers:
+                host, port = split_addr(f.http_addr)
+                conns[f.name] = http.client.HTTPConnection(host, port, timeout=30)
+                conns[f.name].request("GET", kv_path("fr/elected"))
+            for f in followers:
+                wait_until(lambda f=f: moved(f, before[f.name])[ASKED] >= 1, 10,
+                           "%s to ask the paused leader for a read index" % f.name)
+            new = wait_until(lambda: next((f for f in followers
+                                           if f.status().get("role") == "leader"), None),
+                             30, "a follower to be elected")
+            answers = {}
+            for name, c in conns.items():
+                r = c.getresponse()
+                answers[name] = (r.status, r.read())
+    finally:
+        for c in conns.values():
+            c.close()
+    print("new leader %s; answers %s" % (new.name, answers))
+    assert answers == {f.name: (200, b"before-the-election") for f in followers}, answers
+    other = next(f for f in followers if f is not new)
+    assert moved(new, before[new.name])[RELAYED] == 0, counters(new)
+    assert moved(other, before[other.name])[RELAYED] == 1, counters(other)
+
+
 def test_follower_reads_relay_keeps_the_relay(cluster):
     """With --follower-reads relay a follower relays each linearizable read
     whole to the leader and asks for no read index; the answers are the
