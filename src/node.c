@@ -84,10 +84,14 @@ const char *node_strerror(int code)
     return "unknown error";
 }
 
+/* The transport's cluster check.  A node that is bootstrapping already
+ * leads its one-node cluster before the first entry is applied; taking 0
+ * ("not in a cluster yet") then would let another cluster's leader in, and
+ * two leaders of one term in one libraft instance crash it. */
 static uint64_t node_cluster_id(void *arg)
 {
     struct node *n = arg;
-    return n->fsm.cluster_id;
+    return n->fsm.cluster_id != 0 ? n->fsm.cluster_id : n->bootstrap_id;
 }
 
 /* The store failed under the state machine: the node can no longer apply
@@ -317,13 +321,14 @@ static void bootstrap_closed(struct raft *r)
         stop_step(n);
         return;
     }
-    if (raft_open(n, true) != 0)
-        node_fatal(n, "cannot restart Raft to bootstrap");
-
     while (cluster_id == 0)
         if (uv_random(NULL, NULL, &cluster_id, sizeof cluster_id, 0, NULL) !=
             0)
             node_fatal(n, "no randomness for a cluster id");
+    n->bootstrap_id = cluster_id; /* before Raft listens again */
+    if (raft_open(n, true) != 0)
+        node_fatal(n, "cannot restart Raft to bootstrap");
+
     cmds[0] = (struct command){.type = CMD_INIT, .id = cluster_id};
     cmds[1] = self_member_cmd(n);
     rv = node_apply(n, &n->init, cmds, 2, init_applied, n);

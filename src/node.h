@@ -137,6 +137,10 @@ struct node
      * must finish a stop that arrives meanwhile.  Only this part of
      * NODE_BOOTSTRAPPING: once Raft is reopened, a stop closes it itself. */
     bool bootstrap_closing;
+    /* The cluster id this node's bootstrap drew: its Raft connections are
+     * checked against it from the moment Raft reopens, before the first
+     * entry (which carries it) is applied. */
+    uint64_t bootstrap_id;
     uint64_t started_ms; /* uv_now at start, for uptime */
 
     struct store *store;

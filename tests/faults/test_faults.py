@@ -12,6 +12,7 @@ the history; the run's node logs are kept (path in the message).
 """
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -373,6 +374,59 @@ def test_a_node_stopped_while_it_bootstraps_exits(raftkv_bin, shim, run_dir):
         writer.join(10)
         assert len(answers) == 1 and answers[0].status != 200, answers
         print("the write during the stop: %r" % (answers[0],))
+    finally:
+        if cluster is not None:
+            for x in cluster.nodes:
+                x.set_disk_fault("off")
+            problems += cluster.close()
+            problems += cluster.unexpected_deaths()
+        net.down()
+    assert not problems, problems
+
+
+def test_a_bootstrapping_node_refuses_another_clusters_leader(raftkv_bin, shim, run_dir):
+    """n2 bootstraps a cluster of its own: Raft reopened, its first entry
+    (which carries the new cluster id) not yet stored, because the shim
+    holds n2's log write.  Meanwhile n1, the leader of another cluster, is
+    asked to add n2.  n2 refuses n1's Raft connection as another cluster's,
+    n1's join fails saying so, and n2 lives on as its own cluster once its
+    disk answers.  (n2 used to take 0 for its cluster id until that entry
+    was applied, accept n1 as a peer, and crash in libraft with two leaders
+    of one term.)"""
+    net = Net(2, random.Random(), log=_say)
+    cluster = None
+    problems = []
+    try:
+        net.up()
+        cluster = db.Cluster(net, run_dir, raftkv_bin, shim,
+                             sanitized=os.environ.get("RAFTKV_SANITIZED") == "1")
+        n1, n2 = cluster.nodes
+        n1.start()
+        n2.start()
+        a = client.request(n1.http_addr, "PUT", "/v1/kv/one", b"1", timeout=10.0)
+        assert a.status == 200, a
+        n2.set_disk_fault("aio=HANG")
+        answers = []
+        writer = threading.Thread(target=lambda: answers.append(client.request(
+            n2.http_addr, "PUT", "/v1/kv/two", b"2", timeout=60.0)), daemon=True)
+        writer.start()
+        db.wait_for(lambda: "while aio=HANG" in n2.log_text(since_start=True), 10,
+                    "the shim holding n2's first entry")
+        body = json.dumps({"id": n2.name, "raft_addr": n2.raft_addr,
+                           "http_addr": n2.http_addr}).encode()
+        join = client.request(n1.http_addr, "POST", "/v1/cluster/members", body,
+                              {"Content-Type": "application/json"}, timeout=60.0)
+        print("n1 adding n2: %r" % (join,))
+        assert join.status != 200, join
+        assert b"belongs to another cluster" in join.body, join
+        assert n2.alive, n2.tail(20, since_start=True)
+        assert "refused Raft connection" in n2.log_text(since_start=True)
+        n2.set_disk_fault("off")
+        writer.join(30)
+        assert len(answers) == 1 and answers[0].status == 200, answers
+        s1, s2 = n1.status(), n2.status()
+        assert s2["role"] == "leader" and s1["cluster_id"] != s2["cluster_id"], (s1, s2)
+        assert n2.alive
     finally:
         if cluster is not None:
             for x in cluster.nodes:
