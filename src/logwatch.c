@@ -45,9 +45,12 @@ void logwatch_tick(struct node *n)
         return;
     }
     w->stalled_ms += step < LOGWATCH_STEP_MAX_MS ? step : LOGWATCH_STEP_MAX_MS;
-    /* One transfer at a time, ours or an operator's (membership.c). */
+    /* One transfer at a time, ours or an operator's (membership.c sets
+     * r->transfer too).  Not held back by a membership change: a pending
+     * removal cannot commit either while this log is stuck, and it fails
+     * with "leadership lost" when leadership moves. */
     if (w->stalled_ms < r->election_timeout || w->transferring ||
-        n->change_active || r->transfer != NULL)
+        r->transfer != NULL)
         return;
     uint64_t waited = w->stalled_ms;
     w->stalled_ms = 0; /* the next try, if any, an election timeout later */

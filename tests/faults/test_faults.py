@@ -148,11 +148,11 @@ def _counter(node, name):
 
 
 @contextlib.contextmanager
-def _disk_fault_cluster(run_dir, raftkv_bin, shim, **opts):
-    """A started 3-node cluster whose disks the test faults.  On the way out
-    every fault is switched off and every node stopped by its PID, and no
-    node may have died on its own."""
-    net = Net(3, random.Random(), log=_say)
+def _disk_fault_cluster(run_dir, raftkv_bin, shim, size=3, **opts):
+    """A started cluster of `size` nodes whose disks the test faults.  On the
+    way out every fault is switched off and every node stopped by its PID,
+    and no node may have died on its own."""
+    net = Net(size, random.Random(), log=_say)
     cluster = None
     problems = []
     try:
@@ -292,6 +292,51 @@ def test_a_leader_whose_log_write_hangs_hands_leadership_on(raftkv_bin, shim, ru
 
         old.set_disk_fault("off")
         _every_node_holds(cluster, new.status()["commit_index"], acked, 30)
+
+
+def test_a_hung_leader_hands_leadership_on_with_a_removal_pending(raftkv_bin, shim, run_dir):
+    """Four voters.  The leader's disk hangs while an operator removes one
+    of the others: the removal cannot commit (the leader commits nothing
+    past what it has stored), and it must not keep the leader from handing
+    leadership on once its log has been stuck for an election timeout.  The
+    removal gets an answer, and the two remaining followers, a majority of
+    the three voters left, go on committing writes without the old leader's
+    disk.  (logwatch.c used to wait for any membership change to finish
+    first, so the cluster stayed stuck until the disk answered.)"""
+    with _disk_fault_cluster(run_dir, raftkv_bin, shim, size=4,
+                             snapshot_threshold=4096) as cluster:
+        old = cluster.wait_leader()
+        others = [n for n in cluster.nodes if n is not old]
+        gone = others[-1]
+        others = others[:-1]
+        a = client.request(old.http_addr, "PUT", "/v1/kv/before", b"v", timeout=5.0)
+        assert a.status == 200, a
+        term = old.status()["term"]
+
+        old.set_disk_fault("aio=HANG")
+        removal = []
+        remover = threading.Thread(target=lambda: removal.append(client.request(
+            old.http_addr, "DELETE", "/v1/cluster/members/" + gone.name, timeout=60.0)),
+            daemon=True)
+        remover.start()
+        db.wait_for(lambda: "while aio=HANG" in old.log_text(since_start=True), 10,
+                    "the shim holding the leader's log write")
+
+        def new_leader():
+            for n in others:
+                s = n.status()
+                if s["role"] == "leader" and s["term"] > term:
+                    return n
+            return None
+        new = db.wait_for(new_leader, 20, "a follower taking over from the hung leader")
+        print("new leader %s" % new.name)
+        assert _counter(old, "raftkv_log_stall_transfers_total") == 1
+        remover.join(30)
+        assert len(removal) == 1, "the removal got no answer"
+        print("the removal: %r" % (removal[0],))
+        a = client.request(new.http_addr, "PUT", "/v1/kv/after", b"v", timeout=10.0)
+        assert a.status == 200, a
+        old.set_disk_fault("off")
 
 
 def test_a_follower_whose_log_write_hangs_relays_its_linearizable_reads(raftkv_bin, shim,
