@@ -50,6 +50,8 @@ static int change_status(int status)
         return NODE_ENOTLEADER;
     case RAFT_LEADERSHIPLOST:
         return NODE_ELEADERSHIPLOST;
+    case RAFT_CANTCHANGE: /* a configuration entry is not committed yet */
+        return NODE_EBUSY;
     case RAFT_SHUTDOWN:
     case RAFT_CANCELED:
         return NODE_ESHUTDOWN;
@@ -277,9 +279,20 @@ static void begin(struct join_req *j)
     }
 }
 
+/* A join waits while a removal or a transfer is under way: libraft takes
+ * one configuration change at a time and would refuse it (the node's tick
+ * calls this again). */
 static void start_next(struct node *n)
 {
-    while (n->join_active == NULL && !queue_empty(&n->joins)) {
+    if (n->change_active && !queue_empty(&n->joins)) {
+        struct join_req *j = queue_data(n->joins.next, struct join_req, link);
+        if (!j->told_waiting)
+            log_info("join of %s waits for the membership change under way",
+                     j->name);
+        j->told_waiting = true;
+    }
+    while (n->join_active == NULL && !n->change_active &&
+           !queue_empty(&n->joins)) {
         struct queue *q = n->joins.next;
         struct join_req *j = queue_data(q, struct join_req, link);
         queue_remove(q);
@@ -485,6 +498,17 @@ static void removed_member_cb(struct raft_change *change, int status)
     struct command cmd = {.type = CMD_MEMBER_DEL, .id = c->id};
     int rv;
 
+    if (status == RAFT_LEADERSHIPLOST) {
+        /* The entry may already be on the next leader, which then
+         * commits it. */
+        snprintf(c->msg, sizeof c->msg,
+                 "leadership moved before removing %s was committed; the "
+                 "new leader may still complete it (see GET "
+                 "/v1/cluster/members)",
+                 c->name);
+        change_finish(c, change_status(status));
+        return;
+    }
     if (status != 0) {
         snprintf(c->msg, sizeof c->msg, "removing %s failed: %s", c->name,
                  raft_strerror(status));

@@ -38,6 +38,7 @@ struct join_req
     /* progress */
     int step;
     bool resolving;
+    bool told_waiting;        /* logged that it waits for another change */
     uv_getaddrinfo_t resolve;
     struct raft_change change;
     struct node_apply_req apply;

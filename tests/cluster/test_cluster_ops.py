@@ -3,8 +3,9 @@ re-adding a follower, removing the leader itself, leadership transfer, and the
 errors of these endpoints -- each also sent to a follower, which forwards."""
 
 import json
+import threading
 
-from harness import (assert_json_error, json_error_problem, leader_and_followers, put_ok,
+from harness import (assert_json_error, json_error_problem, leader_and_followers, paused, put_ok,
                      request_once, v1_get, wait_until)
 
 JSON_CT = {"Content-Type": "application/json"}
@@ -217,6 +218,43 @@ def test_remove_and_readd_a_follower(cluster):
                             headers=JSON_CT, timeout=60)
             assert_json_error(r, 409, "adding %s via %s" % (what, via.name))
     wait_members(nodes, cluster.wait_converged(nodes))
+
+
+def test_a_join_waits_for_a_removal_under_way(cluster):
+    """A removal of node3 cannot commit while node2 and node3 are paused
+    (the new configuration needs node2).  A join of a fresh node4 asked
+    meanwhile waits for it instead of failing; once they continue, both
+    answer 200 and the members are node1, node2 and node4.  (libraft takes
+    one configuration change at a time: the join used to reach it at once
+    and come back as a 500.)"""
+    cluster.start_nodes(3)
+    leader, _ = leader_and_followers(cluster)
+    others = sorted((n for n in cluster.nodes if n is not leader), key=lambda n: n.name)
+    gone = others[-1]
+    fresh = cluster.node("node4")
+    answers = {}
+
+    def ask(what, fn):
+        answers[what] = fn()
+    with paused(*others):
+        remover = threading.Thread(target=ask, args=(
+            "remove", lambda: remove_member(leader, gone.name)), daemon=True)
+        remover.start()
+        wait_until(lambda: "removing member %s" % gone.name in leader.log_since_start(), 10,
+                   "the leader to start removing %s" % gone.name)
+        joiner = threading.Thread(target=ask, args=(
+            "join", lambda: add_member(leader, fresh)), daemon=True)
+        joiner.start()
+        wait_until(lambda: "join" in answers or "join of %s waits" % fresh.name
+                   in leader.log_since_start(), 10, "the leader to take in the join")
+        assert "join" not in answers, answers["join"]
+    remover.join(60)
+    joiner.join(60)
+    print(answers)
+    assert answers["remove"].status == 200, answers
+    assert answers["join"].status == 200, answers
+    members = [leader] + [n for n in others if n is not gone] + [fresh]
+    wait_members(members, cluster.wait_converged(members))
 
 
 def test_remove_the_leader_itself(cluster):
