@@ -110,6 +110,7 @@ void overlay_reset(struct overlay *o)
     o->n = 0;
     o->norder = 0;
     o->bytes = 0;
+    o->held = 0;
     o->nundo = 0;
     o->marked = false;
 }
@@ -141,6 +142,7 @@ static uint8_t *arena_alloc(struct overlay *o, size_t n)
     }
     uint8_t *p = c->data + c->used;
     c->used += need;
+    o->held += need;
     return p;
 }
 
@@ -365,6 +367,8 @@ void overlay_rollback(struct overlay *o)
 size_t overlay_len(const struct overlay *o) { return o->n; }
 
 size_t overlay_bytes(const struct overlay *o) { return o->bytes; }
+
+size_t overlay_held_bytes(const struct overlay *o) { return o->held; }
 
 static int entry_cmp(const struct overlay_entry *a, unsigned table,
                      const void *key, size_t klen)

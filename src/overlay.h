@@ -54,6 +54,7 @@ struct overlay
     size_t nslots;   /* a power of two, at least twice n */
     struct overlay_chunk *chunks; /* the arena, newest first */
     size_t bytes;                 /* keys, values and a cost per entry */
+    size_t held;                  /* arena handed out since the reset */
     uint32_t *order;              /* entry indexes in key order */
     size_t norder;                /* how many of them are valid */
     struct overlay_undo *undo;    /* what writes since the mark replaced */
@@ -109,6 +110,11 @@ size_t overlay_len(const struct overlay *o);
 /* About how many bytes the overlay stands for: keys and values plus a
  * fixed cost per entry; what a commit of it will write, roughly. */
 size_t overlay_bytes(const struct overlay *o);
+
+/* How much of the arena it has used since the last reset: what
+ * overlay_bytes counts plus every value since replaced or deleted, which
+ * stays until the reset.  What memory limits go by. */
+size_t overlay_held_bytes(const struct overlay *o);
 
 /* Put the entries in key order, by table then key, for cursors and for
  * the writer (LMDB takes sorted writes best).  Cheap when no key was added

@@ -555,7 +555,11 @@ void store_txn_abort(struct store_txn *t)
 
 uint64_t store_pending_bytes(const struct store *s)
 {
-    return overlay_bytes(&s->ov[s->active]);
+    /* Memory, not what a commit writes: a key overwritten 100 times holds
+     * 100 values until the commit. */
+    const struct overlay *o = &s->ov[s->active];
+    size_t held = overlay_held_bytes(o), counted = overlay_bytes(o);
+    return held > counted ? held : counted;
 }
 
 bool store_pending(const struct store *s)

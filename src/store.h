@@ -124,7 +124,8 @@ int store_flush(struct store *s);
  * for it (store_flush) rather than let the overlay grow without bound. */
 #define STORE_PENDING_MAX ((uint64_t)96 << 20)
 
-/* Are there applied writes not handed to the writer, and how many bytes? */
+/* Are there applied writes not handed to the writer, and how many bytes of
+ * memory do they hold (overwritten values included, until the commit)? */
 uint64_t store_pending_bytes(const struct store *s);
 bool store_pending(const struct store *s);
 

@@ -273,6 +273,31 @@ static void test_rollback_to_mark(void **state)
 }
 
 /* Keys the store can never hold are refused, and change nothing. */
+/* Overwrites of one key: overlay_bytes counts the last value only (what a
+ * commit writes), overlay_held_bytes every value the arena still holds
+ * (what memory limits must go by); a reset gives both back. */
+static void test_overwrites_are_held_until_reset(void **state)
+{
+    struct overlay o;
+    enum { VALUE = 64 * 1024, TIMES = 64 };
+    (void)state;
+
+    overlay_init(&o);
+    for (int i = 0; i < TIMES; i++) {
+        void *v;
+        assert_int_equal(overlay_put(&o, 0, "hot", 3, VALUE, &v), 0);
+        memset(v, i, VALUE);
+    }
+    assert_true(overlay_bytes(&o) < 2 * VALUE);
+    assert_true(overlay_held_bytes(&o) >= (size_t)TIMES * VALUE);
+    assert_int_equal(overlay_del(&o, 0, "hot", 3), 0);
+    assert_true(overlay_held_bytes(&o) >= (size_t)TIMES * VALUE);
+    overlay_reset(&o);
+    assert_int_equal(overlay_bytes(&o), 0);
+    assert_int_equal(overlay_held_bytes(&o), 0);
+    overlay_free(&o);
+}
+
 static void test_bad_keys_refused(void **state)
 {
     struct overlay o;
@@ -298,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_sorted_like_lmdb),
         cmocka_unit_test(test_reset_forgets),
         cmocka_unit_test(test_rollback_to_mark),
+        cmocka_unit_test(test_overwrites_are_held_until_reset),
         cmocka_unit_test(test_bad_keys_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -76,6 +76,26 @@ static void test_put_get_delete(void **state)
     store_txn_abort(&t);
 }
 
+/* The bytes that memory limits go by (node.c waits for the writer past
+ * STORE_PENDING_MAX) count every value of a key overwritten before the
+ * commit, not only the last: each stays in memory until then. */
+static void test_pending_bytes_count_overwritten_values(void **state)
+{
+    struct fixture *f = *state;
+    enum { VALUE = 64 * 1024, TIMES = 64 };
+    char *value = malloc(VALUE + 1);
+
+    assert_non_null(value);
+    memset(value, 'v', VALUE);
+    value[VALUE] = '\0';
+    for (int i = 0; i < TIMES; i++)
+        put(f->s, "hot", value, (uint64_t)i + 1);
+    assert_true(store_pending_bytes(f->s) >= (uint64_t)TIMES * VALUE);
+    assert_int_equal(store_flush(f->s), 0);
+    assert_int_equal(store_pending_bytes(f->s), 0);
+    free(value);
+}
+
 /* An aborted write transaction leaves nothing behind. */
 static void test_abort_discards(void **state)
 {
@@ -633,6 +653,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_discards, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_pending_bytes_count_overwritten_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_long_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cursor_order_and_seek, setup,
                                         teardown),
