@@ -2,9 +2,16 @@
 #include "propose.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "log.h"
 #include "node.h"
+
+struct propose_key
+{
+    uint64_t hash;
+    uint32_t gen;
+};
 
 /* One raft_apply carrying the commands of several requests. */
 struct proposal
@@ -38,6 +45,114 @@ void propose_init(struct propose *p, struct node *node, uv_loop_t *loop)
     p->closed = false;
     p->entries = p->commands = 0;
     p->held = p->holds_expired = 0;
+    p->keys = NULL;
+    p->keys_cap = p->keys_n = 0;
+    p->keys_gen = 1;
+}
+
+/* --- the keys a batch writes ---------------------------------------------- */
+
+/* Why it matters: mod_index is the index of the entry that wrote a key.  Two
+ * writes of one key in one entry would share it, and a compare-and-swap
+ * against that index could not tell them apart (a lost update). */
+
+static uint64_t key_hash(const struct command_bytes *key)
+{
+    uint64_t h = 14695981039346656037ull; /* FNV-1a */
+    for (size_t i = 0; i < key->len; i++) {
+        h ^= key->base[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void keys_forget(struct propose *p)
+{
+    p->keys_n = 0;
+    if (++p->keys_gen == 0) { /* wrapped: no stamp may match by chance */
+        if (p->keys != NULL)
+            memset(p->keys, 0, p->keys_cap * sizeof *p->keys);
+        p->keys_gen = 1;
+    }
+}
+
+/* Slot of @h: where it is, or the free slot where it would go. */
+static size_t keys_slot(const struct propose *p, uint64_t h)
+{
+    size_t mask = p->keys_cap - 1, i = (size_t)h & mask;
+    while (p->keys[i].gen == p->keys_gen && p->keys[i].hash != h)
+        i = (i + 1) & mask;
+    return i;
+}
+
+static bool keys_has(const struct propose *p, uint64_t h)
+{
+    return p->keys_cap != 0 && p->keys[keys_slot(p, h)].gen == p->keys_gen;
+}
+
+/* Returns 0 or -1 (no memory: then the caller proposes the batch alone). */
+static int keys_add(struct propose *p, uint64_t h)
+{
+    if (2 * (p->keys_n + 1) > p->keys_cap) {
+        size_t cap = p->keys_cap ? 2 * p->keys_cap : 64;
+        struct propose_key *old = p->keys;
+        size_t old_cap = p->keys_cap;
+        struct propose_key *keys = calloc(cap, sizeof *keys);
+        if (keys == NULL)
+            return -1;
+        p->keys = keys;
+        p->keys_cap = cap;
+        for (size_t i = 0; i < old_cap; i++)
+            if (old[i].gen == p->keys_gen)
+                p->keys[keys_slot(p, old[i].hash)] = old[i];
+        free(old);
+    }
+    size_t i = keys_slot(p, h);
+    if (p->keys[i].gen != p->keys_gen) {
+        p->keys[i].hash = h;
+        p->keys[i].gen = p->keys_gen;
+        p->keys_n++;
+    }
+    return 0;
+}
+
+/* Calls @fn on each key @cmds may write (both branches of a txn). */
+static bool cmds_each_key(const struct command *cmds, unsigned n,
+                          bool (*fn)(struct propose *, uint64_t),
+                          struct propose *p)
+{
+    for (unsigned i = 0; i < n; i++) {
+        const struct command *c = &cmds[i];
+        switch (c->type) {
+        case CMD_PUT:
+        case CMD_DELETE:
+        case CMD_PUT_CAS:
+        case CMD_DELETE_CAS:
+            if (fn(p, key_hash(&c->key)))
+                return true;
+            break;
+        case CMD_TXN:
+            for (unsigned j = 0; c->txn != NULL && j < c->txn->n_success; j++)
+                if (c->txn->success[j].kind != OP_GET &&
+                    fn(p, key_hash(&c->txn->success[j].key)))
+                    return true;
+            for (unsigned j = 0; c->txn != NULL && j < c->txn->n_failure; j++)
+                if (c->txn->failure[j].kind != OP_GET &&
+                    fn(p, key_hash(&c->txn->failure[j].key)))
+                    return true;
+            break;
+        default:
+            break;
+        }
+    }
+    return false;
+}
+
+static bool key_seen(struct propose *p, uint64_t h) { return keys_has(p, h); }
+
+static bool key_note(struct propose *p, uint64_t h)
+{
+    return keys_add(p, h) != 0; /* true stops the walk */
 }
 
 /* Hand every request of @reqs its result (or @status). */
@@ -119,6 +234,7 @@ static void propose_now(struct propose *p)
     int rv;
 
     uv_idle_stop(&p->idle);
+    keys_forget(p);
     if (uv_is_active((uv_handle_t *)&p->hold) || p->hold_expired) {
         p->held++;
         p->holds_expired += p->hold_expired;
@@ -185,7 +301,8 @@ int propose_add(struct propose *p, struct node_apply_req *req,
     unsigned first = p->batch.count;
     int rv;
 
-    if (p->batch.count + n > PROPOSE_MAX_COMMANDS)
+    if (p->batch.count + n > PROPOSE_MAX_COMMANDS ||
+        cmds_each_key(cmds, n, key_seen, p))
         propose_now(p);
     first = p->batch.count;
     rv = command_batch_add(&p->batch, cmds, n);
@@ -193,17 +310,21 @@ int propose_add(struct propose *p, struct node_apply_req *req,
         return rv == COMMAND_ENOMEM ? NODE_ENOMEM : NODE_EIO;
     req->first = first;
     req->count = n;
+    bool no_room = cmds_each_key(cmds, n, key_note, p);
     if (queue_empty(&p->reqs) && !p->closed)
         uv_idle_start(&p->idle, idle_cb); /* do not sleep before the check */
     queue_push(&p->reqs, &req->link);
-    if (p->batch.len >= PROPOSE_MAX_BYTES)
-        propose_now(p);
+    if (p->batch.len >= PROPOSE_MAX_BYTES || no_room)
+        propose_now(p); /* no_room: the batch could not remember its keys */
     return 0;
 }
 
 void propose_close(struct propose *p, int status)
 {
     command_batch_free(&p->batch);
+    free(p->keys);
+    p->keys = NULL;
+    p->keys_cap = p->keys_n = 0;
     complete(&p->reqs, status, NULL);
     if (!p->closed) {
         p->closed = true;

@@ -50,6 +50,12 @@ struct propose
     uv_timer_t hold;   /* PROPOSE_HOLD_MS from the first held flush */
     bool hold_expired; /* the next flush proposes whatever the disk does */
     bool closed;
+    /* The keys the batch writes, as hashes: a command writing one of them
+     * again goes into the next entry (see propose_add).  Open addressing;
+     * a slot belongs to the batch when its stamp is @keys_gen. */
+    struct propose_key *keys;
+    size_t keys_cap, keys_n;
+    uint32_t keys_gen;
     uint64_t entries;  /* proposed, for metrics */
     uint64_t commands;
     uint64_t held;     /* entries whose batch waited for a log write */
@@ -58,7 +64,10 @@ struct propose
 
 void propose_init(struct propose *p, struct node *node, uv_loop_t *loop);
 
-/* Queue @n commands of @req for the next entry.  Returns 0 (then req->cb
+/* Queue @n commands of @req for the next entry.  A key is written at most
+ * once per entry: if @cmds write a key the queued commands already write,
+ * those are proposed first, so that every write of a key gets a mod_index
+ * of its own (compare-and-swap relies on it).  Returns 0 (then req->cb
  * runs once), or NODE_ENOMEM / NODE_EIO (malformed command) at once. */
 int propose_add(struct propose *p, struct node_apply_req *req,
                 const struct command *cmds, unsigned n);

@@ -413,6 +413,49 @@ def item_key(item):
     return item["key"]
 
 
+def test_concurrent_writes_of_one_key_each_get_their_own_mod_index(kv):
+    """32 clients write one key 8 times each, all at once, so that group
+    commit packs several of them into one Raft entry.  Every answer names a
+    mod_index of its own, and a compare-and-swap against any but the
+    newest fails with 409.  (mod_index is the index of the entry that wrote
+    the key: two writes of a key in one entry used to share it, and a CAS
+    against it then overwrote the later one, a lost update.)"""
+    key = "cas/hot"
+    leader, _ = leader_and_followers(kv)
+    clients, rounds = 32, 8
+    lock = threading.Lock()
+    answers = []
+    problems = []
+    start = threading.Barrier(clients)
+
+    def client(t):
+        start.wait(timeout=scaled(30))
+        for i in range(rounds):
+            r = v1_put(leader, key, "c%d-%d" % (t, i))
+            with lock:
+                if r.status == 200:
+                    answers.append((r.json["mod_index"], r.json["version"]))
+                else:
+                    problems.append(r)
+
+    threads = [threading.Thread(target=client, args=(t,), daemon=True) for t in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(scaled(120))
+    assert not any(t.is_alive() for t in threads), "writers still running after 120 s"
+    assert not problems, problems[:5]
+    indexes = sorted(m for m, _ in answers)
+    shared = sorted({m for m in indexes if indexes.count(m) > 1})
+    assert not shared, "writes sharing a mod_index: %s" % shared[:10]
+    newest = get_json(leader, key)["mod_index"]
+    assert newest == indexes[-1]
+    for m in indexes[-6:-1]:
+        r = v1_put(leader, key, "stale-cas", cas=m)
+        assert r.status == 409, "PUT cas=%d (newest %d) -> %r" % (m, newest, r)
+    assert get_json(leader, key)["mod_index"] == newest
+
+
 def test_range_and_prefix_listing(kv):
     """Keys under "rng/" (ASCII, UTF-8, emoji, a space, keys that extend one
     another) plus neighbours just outside the prefix.  ?prefix lists exactly the prefix's keys in byte
