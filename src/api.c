@@ -227,11 +227,28 @@ bool api_pristine(struct api *a)
            a->node->phase == NODE_BOOTSTRAPPING;
 }
 
+bool api_refuse_relayed_bootstrap(struct api *a, struct http_req *req)
+{
+    size_t len;
+
+    if (!api_pristine(a) ||
+        http_header(req, API_FORWARDED_HEADER, &len) == NULL)
+        return false;
+    http_add_header(req, "Retry-After", "1");
+    http_reply_error(req, 503,
+                     "this node is not in a cluster (was its data directory "
+                     "emptied?) and does not start one for a relayed request; "
+                     "retry once a leader is elected");
+    return true;
+}
+
 void api_submit(struct api_op *op)
 {
     struct api *a = op->api;
     int rv;
 
+    if (api_refuse_relayed_bootstrap(a, op->req))
+        return;
     if (api_pristine(a)) {
         op->pending = true;
         rv = node_ensure_cluster(a->node, &op->u.wait, submit_cluster_ready,

@@ -106,6 +106,13 @@ void api_read_headers(struct api *a, struct http_req *req, bool linearizable);
 /* True when this node is pristine and may bootstrap on demand. */
 bool api_pristine(struct api *a);
 
+/* A pristine node bootstraps for a client's request, never for one another
+ * node relayed to it: that node took it for its cluster's leader, so it has
+ * lost its data (emptied and restarted at the same address), and a cluster
+ * of its own would acknowledge writes the real cluster never sees.  Answers
+ * such a request 503 and returns true; otherwise returns false. */
+bool api_refuse_relayed_bootstrap(struct api *a, struct http_req *req);
+
 /* Relay @req to the leader at @leader_http and its answer back. */
 void forward_request(struct api *a, struct http_req *req,
                      const char *leader_http);

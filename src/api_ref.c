@@ -324,6 +324,8 @@ void api_add_member(struct api *a, struct http_req *req, const char *name,
     snprintf(args->raft_addr, sizeof args->raft_addr, "%s", raft_addr);
     snprintf(args->http_addr, sizeof args->http_addr, "%s",
              http_addr ? http_addr : "");
+    if (api_refuse_relayed_bootstrap(a, req))
+        return;
     if (api_pristine(a)) {
         op->pending = true;
         rv = node_ensure_cluster(a->node, &op->u.wait, add_cluster_ready, op);

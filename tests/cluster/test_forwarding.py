@@ -5,6 +5,7 @@ Retry-After and leaves nothing behind."""
 
 import base64
 import json
+import shutil
 import urllib.parse
 
 from harness import (assert_json_error, get_raw, leader_and_followers, meta, paused,
@@ -154,6 +155,34 @@ def _counter(node, name):
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError("%s: no %s in /metrics" % (node.name, name))
+
+
+def test_a_relayed_write_does_not_bootstrap_an_emptied_leader(cluster):
+    """The leader is killed, its data directory emptied, and it is started
+    again at the same addresses, pristine.  Before the election timeout (3 s
+    here) a follower still takes it for the leader and relays a write to it.
+    The pristine node must not bootstrap a cluster of its own for it (that
+    would acknowledge a write the real cluster never sees): the client gets
+    503, the node stays pristine, and once the others elect a leader it
+    rejoins as a follower and the key was written nowhere.  (It used to
+    answer 200 from a one-node cluster of its own.)"""
+    cluster.start_nodes(3, args=("--election-timeout", "3000", "--heartbeat-timeout", "100"))
+    old, (f, other) = leader_and_followers(cluster)
+    put_ok(old, "fw/before", b"v")
+    old.kill()
+    shutil.rmtree(old.data_dir)
+    old.start()
+    assert old.status()["role"] == "pristine", old.status()
+    r = v1_put(f, "fw/relayed", b"lost?", timeout=30)
+    print("the relayed write: %r" % (r,))
+    assert r.status == 503, r
+    assert "bootstrapping a one-node cluster" not in old.log_since_start(), old.tail(10)
+    new = cluster.wait_converged([old, f, other])
+    assert new is not old
+    wait_until(lambda: v1_get(old, "fw/before", consistency="stale").status == 200, 30,
+               "the emptied node to catch up as a follower")
+    for n in (old, f, other):
+        assert v1_get(n, "fw/relayed").status == 404
 
 
 def test_relays_survive_the_leader_restarting(cluster):
