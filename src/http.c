@@ -873,12 +873,15 @@ static int http_on_req(h2o_handler_t *self, h2o_req_t *hreq)
     struct http_req *r = h2o_mem_alloc_pool(&hreq->pool, sizeof *r);
     size_t hbytes;
 
+    /* tag -1 until a route sets one: what is refused here (431, 413, 503)
+     * is counted as "other", not as the first route. */
     *r = (struct http_req){.h2o = hreq, .server = s,
                            .state = HTTP_REQ_IN_CALLBACK,
-                           .start_ns = uv_hrtime()};
+                           .start_ns = uv_hrtime(), .tag = -1};
     /* Room for the headers a reply usually carries, in one allocation. */
     h2o_vector_reserve(&hreq->pool, &hreq->res.headers, 8);
     if (s->stopping) {
+        http_add_header(r, "Retry-After", "1");
         http_reply_error(r, 503, "server is shutting down");
         return 0;
     }
@@ -898,6 +901,7 @@ static int http_on_req(h2o_handler_t *self, h2o_req_t *hreq)
 
     if (r->state == HTTP_REQ_IN_CALLBACK && s->stopping) {
         /* the callback itself called http_stop */
+        http_add_header(r, "Retry-After", "1");
         http_reply_error(r, 503, "server is shutting down");
     }
     if (r->state != HTTP_REQ_IN_CALLBACK) {
@@ -1255,6 +1259,7 @@ void http_stop(struct http_server *s, void (*done)(void *arg), void *arg)
      * is set); their release callbacks run once h2o has written it. */
     while (s->pending != NULL) {
         s->pending->server_answered = true;
+        http_add_header(s->pending, "Retry-After", "1");
         http_reply_error(s->pending, 503, "server is shutting down");
     }
 

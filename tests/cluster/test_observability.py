@@ -487,6 +487,14 @@ def test_metrics(cluster):
     }
     wrong = {k: v for k, v in moves.items() if v[0] != v[1]}
     assert not wrong, "counters on %s moved by (got, want): %s" % (f1.name, wrong)
+
+    # Refused before any route is known (headers over the limit): counted
+    # as route "other", not as the first route in the list ("set").
+    big = f1.request("GET", "/health", headers={"X-Big": "a" * (70 * 1024)}, fresh=True)
+    assert big.status == 431, big
+    after_big = scrape(f1)
+    assert delta(after, after_big, req, route="other", method="GET", code="431") == 1
+    assert delta(after, after_big, req, route="set", method="GET", code="431") == 0
     assert delta(before, after, "raftkv_forwarded_requests_total") >= 5, \
         "forwarded requests moved by %s after 5 PUTs through a follower" % delta(
             before, after, "raftkv_forwarded_requests_total")

@@ -857,6 +857,7 @@ static void test_stop_with_open_connections(void **state)
     read_response(waiting, &r);
     assert_json_error(&r, 503, "server is shutting down");
     assert_header(&r, "Connection", "close");
+    assert_header(&r, "Retry-After", "1"); /* docs/api.md promises it */
     RUN_UNTIL(f, f->stopped == 1 && idle->eof && waiting->eof && partial->eof);
     assert_int_equal(f->pend.released, 1);
     assert_null(f->pend.req);
