@@ -166,10 +166,12 @@ static int set_flag(struct config *c, const struct flag *f, const char *v,
         if (parse_port(v, &port) != 0)
             return fail(err, errlen, "--%s: '%s' is not a port (1-65535)",
                         f->name, v);
-        if (strcmp(f->name, "raft-port") == 0)
-            c->raft_port = port;
-        else
+        if (strcmp(f->name, "raft-port") == 0) {
+            if (!c->raft_addr_given)
+                c->raft_port = port;
+        } else if (!c->http_addr_given) {
             c->http_port = port;
+        }
         return 0;
     case F_HOSTPORT:
         if (config_split_hostport(v, host, sizeof host, &port) != 0)
@@ -179,9 +181,11 @@ static int set_flag(struct config *c, const struct flag *f, const char *v,
         if (strcmp(f->name, "raft-addr") == 0) {
             memcpy(c->raft_host, host, sizeof host);
             c->raft_port = port;
+            c->raft_addr_given = true;
         } else if (strcmp(f->name, "http-addr") == 0) {
             memcpy(c->http_host, host, sizeof host);
             c->http_port = port;
+            c->http_addr_given = true;
         } else {
             memcpy(c->join_host, host, sizeof host);
             c->join_port = port;

@@ -24,6 +24,9 @@ struct config
     int raft_port;
     char http_host[CONFIG_HOST_MAX + 1];
     int http_port;
+    /* --raft-addr / --http-addr given: their port wins over --raft-port /
+     * --http-port, whatever the order of the flags. */
+    bool raft_addr_given, http_addr_given;
     char data_dir[CONFIG_PATH_MAX + 1];
     char join_host[CONFIG_HOST_MAX + 1]; /* empty: no --join */
     int join_port;

@@ -38,6 +38,26 @@ static void test_reference_flags(void **state)
     assert_int_equal(c.max_body_size, 3 << 19);
 }
 
+/* An address's port wins over the port flag, in either order (README.md:
+ * --raft-addr overrides --raft-port). */
+static void test_address_overrides_port_in_any_order(void **state)
+{
+    (void)state;
+    struct config c;
+    assert_int_equal(PARSE(&c, "--node-id", "n", "--raft-addr", "127.0.0.1:23050",
+                           "--raft-port", "23051", "--http-port", "23061",
+                           "--http-addr", "127.0.0.1:23060"),
+                     0);
+    assert_int_equal(c.raft_port, 23050);
+    assert_int_equal(c.http_port, 23060);
+    assert_int_equal(PARSE(&c, "--node-id", "n", "--raft-port", "23051",
+                           "--raft-addr", "127.0.0.1:23050", "--http-addr",
+                           "127.0.0.1:23060", "--http-port", "23061"),
+                     0);
+    assert_int_equal(c.raft_port, 23050);
+    assert_int_equal(c.http_port, 23060);
+}
+
 /* "--flag=value", Go-style single dash, addresses, and every other flag. */
 static void test_all_forms(void **state)
 {
@@ -174,6 +194,7 @@ static void test_hostport_split(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_address_overrides_port_in_any_order),
         cmocka_unit_test(test_reference_flags),
         cmocka_unit_test(test_all_forms),
         cmocka_unit_test(test_errors_name_the_flag),
