@@ -148,10 +148,11 @@ def _counter(node, name):
 
 
 @contextlib.contextmanager
-def _disk_fault_cluster(run_dir, raftkv_bin, shim, size=3, **opts):
-    """A started cluster of `size` nodes whose disks the test faults.  On the
-    way out every fault is switched off and every node stopped by its PID,
-    and no node may have died on its own."""
+def _disk_fault_cluster(run_dir, raftkv_bin, shim, size=3, start=True, **opts):
+    """A cluster of `size` nodes whose disks the test faults, started (n1
+    first, the others joining it) unless `start` is false.  On the way out
+    every fault is switched off and every node stopped by its PID, and no
+    node may have died on its own."""
     net = Net(size, random.Random(), log=_say)
     cluster = None
     problems = []
@@ -159,7 +160,8 @@ def _disk_fault_cluster(run_dir, raftkv_bin, shim, size=3, **opts):
         net.up()
         cluster = db.Cluster(net, run_dir, raftkv_bin, shim,
                              sanitized=os.environ.get("RAFTKV_SANITIZED") == "1", **opts)
-        cluster.start()
+        if start:
+            cluster.start()
         yield cluster
     finally:
         if cluster is not None:
@@ -385,13 +387,7 @@ def test_a_node_stopped_while_it_bootstraps_exits(raftkv_bin, shim, run_dir):
     node stops and exits 0, and the write gets an answer.  (node_stop took
     the whole bootstrap for "Raft is being closed", so after the reopen it
     left the new instance open and the process never exited.)"""
-    net = Net(1, random.Random(), log=_say)
-    cluster = None
-    problems = []
-    try:
-        net.up()
-        cluster = db.Cluster(net, run_dir, raftkv_bin, shim,
-                             sanitized=os.environ.get("RAFTKV_SANITIZED") == "1")
+    with _disk_fault_cluster(run_dir, raftkv_bin, shim, size=1, start=False) as cluster:
         n = cluster.nodes[0]
         n.start()
         n.set_disk_fault("aio=HANG")
@@ -419,14 +415,6 @@ def test_a_node_stopped_while_it_bootstraps_exits(raftkv_bin, shim, run_dir):
         writer.join(10)
         assert len(answers) == 1 and answers[0].status != 200, answers
         print("the write during the stop: %r" % (answers[0],))
-    finally:
-        if cluster is not None:
-            for x in cluster.nodes:
-                x.set_disk_fault("off")
-            problems += cluster.close()
-            problems += cluster.unexpected_deaths()
-        net.down()
-    assert not problems, problems
 
 
 def test_a_bootstrapping_node_refuses_another_clusters_leader(raftkv_bin, shim, run_dir):
@@ -438,13 +426,7 @@ def test_a_bootstrapping_node_refuses_another_clusters_leader(raftkv_bin, shim, 
     disk answers.  (n2 used to take 0 for its cluster id until that entry
     was applied, accept n1 as a peer, and crash in libraft with two leaders
     of one term.)"""
-    net = Net(2, random.Random(), log=_say)
-    cluster = None
-    problems = []
-    try:
-        net.up()
-        cluster = db.Cluster(net, run_dir, raftkv_bin, shim,
-                             sanitized=os.environ.get("RAFTKV_SANITIZED") == "1")
+    with _disk_fault_cluster(run_dir, raftkv_bin, shim, size=2, start=False) as cluster:
         n1, n2 = cluster.nodes
         n1.start()
         n2.start()
@@ -472,14 +454,6 @@ def test_a_bootstrapping_node_refuses_another_clusters_leader(raftkv_bin, shim, 
         s1, s2 = n1.status(), n2.status()
         assert s2["role"] == "leader" and s1["cluster_id"] != s2["cluster_id"], (s1, s2)
         assert n2.alive
-    finally:
-        if cluster is not None:
-            for x in cluster.nodes:
-                x.set_disk_fault("off")
-            problems += cluster.close()
-            problems += cluster.unexpected_deaths()
-        net.down()
-    assert not problems, problems
 
 
 def test_stale_hosts_of_a_dead_run_are_removed(env_ok):
