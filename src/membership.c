@@ -309,6 +309,7 @@ void membership_tick(struct node *n)
     const struct transport_refusal *refusal;
     uint64_t now = uv_now(n->loop);
     raft_index match = 0;
+    const struct raft_progress *progress = NULL;
     bool found = false;
 
     if (j == NULL) {
@@ -339,7 +340,8 @@ void membership_tick(struct node *n)
     }
     for (unsigned i = 0; i < c->n; i++) {
         if (c->servers[i].id == j->id) {
-            match = n->raft->leader_state.progress[i].match_index;
+            progress = &n->raft->leader_state.progress[i];
+            match = progress->match_index;
             found = true;
         }
     }
@@ -356,6 +358,16 @@ void membership_tick(struct node *n)
     }
     if (match > j->last_match) {
         j->last_match = match;
+        j->last_progress_ms = now;
+        return;
+    }
+    /* A snapshot being sent and installed moves no match index for as long
+     * as it takes, seconds per million keys: it counts as progress until
+     * libraft itself gives it up (install_snapshot_timeout) and sends it
+     * again. */
+    if (progress->state == RAFT_PROGRESS_SNAPSHOT &&
+        n->raft->io->time(n->raft->io) - progress->snapshot_last_send <
+            n->raft->install_snapshot_timeout) {
         j->last_progress_ms = now;
         return;
     }

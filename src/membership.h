@@ -18,6 +18,10 @@
 /* How long a new server may go without replication progress. */
 #define MEMBERSHIP_STALL_MS 10000
 
+/* libraft 0.15's progress state of a server being sent a snapshot
+ * (PROGRESS__SNAPSHOT in its src/progress.h, not in its public header). */
+#define RAFT_PROGRESS_SNAPSHOT 2
+
 struct join_req;
 typedef void (*join_cb)(struct join_req *j, int status, const char *msg);
 

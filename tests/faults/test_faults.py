@@ -341,6 +341,48 @@ def test_a_hung_leader_hands_leadership_on_with_a_removal_pending(raftkv_bin, sh
         old.set_disk_fault("off")
 
 
+def test_a_join_waits_out_a_slow_snapshot_install(raftkv_bin, shim, run_dir):
+    """n4 joins a cluster whose log has been cut by a snapshot, so it must
+    be sent one; the shim holds n4's write of the snapshot file (snap=HANG)
+    for longer than a join may go without progress (MEMBERSHIP_STALL_MS,
+    10 s).  A snapshot being installed counts as progress: the join is not
+    undone, and once the disk answers n4 becomes a voter.  (It used to be
+    undone after 10 s as "did not catch up", which a store of a few million
+    keys reaches without any fault: its snapshot takes that long.)"""
+    with _disk_fault_cluster(run_dir, raftkv_bin, shim, size=4, start=False) as cluster:
+        n1, n2, n3, n4 = cluster.nodes
+        n1.start()
+        a = client.request(n1.http_addr, "PUT", "/v1/kv/first", b"v", timeout=10.0)
+        assert a.status == 200, a
+        for n in (n2, n3):
+            n.join = n1.http_addr
+            n.start()
+
+        def voters():
+            return sorted(m["id"] for m in n1.status().get("members", [])
+                          if m.get("role") == "voter")
+        db.wait_for(lambda: voters() == ["n1", "n2", "n3"], 30, "three voters")
+        for i in range(400):
+            a = client.request(n1.http_addr, "PUT", "/v1/kv/k%d" % i, b"v", timeout=10.0)
+            assert a.status == 200, a
+        db.wait_for(lambda: n1.status()["snapshots_taken"] >= 1, 30, "a snapshot on n1")
+
+        n4.set_disk_fault("snap=HANG")
+        n4.join = n1.http_addr
+        n4.spawn()
+        db.wait_for(lambda: "while snap=HANG" in n4.log_text(since_start=True), 30,
+                    "the shim holding n4's snapshot")
+        held = time.monotonic()
+        # Longer than the no-progress limit, polled: the join must not give up.
+        while time.monotonic() - held < 13.0:
+            assert "did not catch up" not in n1.log_text(since_start=True), \
+                n1.tail(10, since_start=True)
+            time.sleep(0.2)
+        n4.set_disk_fault("off")
+        db.wait_for(lambda: voters() == ["n1", "n2", "n3", "n4"], 30, "n4 to become a voter")
+        assert "did not catch up" not in n1.log_text(since_start=True)
+
+
 def test_a_follower_whose_log_write_hangs_relays_its_linearizable_reads(raftkv_bin, shim,
                                                                          run_dir):
     """A follower's disk hangs: it stores, and so applies, nothing new, yet

@@ -23,7 +23,12 @@
  * Values: EIO, ENOSPC, EROFS, EDQUOT.  Every injected error is logged on
  * stderr as "diskfault: ..." (the first 20, then every 1000th).
  *
- * One more class models a disk that stops answering rather than failing:
+ * Two more classes model a disk that stops answering rather than failing:
+ *   snap   writes to libraft's snapshot files ("snapshot-*", written as
+ *          "tmp-snapshot-*" and renamed); the only value
+ *          is HANG: the writing thread (libuv's pool, where libraft stores
+ *          a snapshot it receives) waits until the control file no longer
+ *          says so.  A slow snapshot install, without slowing the log.
  *   aio    io_submit writes (libraft's log); the only value is HANG: the
  *          calling thread waits until the control file no longer says so,
  *          then the write goes ahead.  Not libraft's ".probe" file: it
@@ -170,11 +175,46 @@ static void note(const char *call, int fd, const char *path, int err)
                                                      : sizeof msg - 1);
 }
 
+/* While snap=HANG, a write to a snapshot file under the dir waits. */
+static void snapshot_hang(int fd)
+{
+    char path[4096];
+    const char *slash;
+    int said = 0;
+
+    if (configured("snap") != HANG || !fd_in_dir(fd, path, sizeof path))
+        return;
+    slash = strrchr(path, '/');
+    if (slash != NULL && strncmp(slash + 1, "tmp-", 4) == 0)
+        slash += 4; /* libraft writes "tmp-NAME", then renames it */
+    if (slash == NULL || strncmp(slash + 1, "snapshot-", 9) != 0)
+        return;
+    while (configured("snap") == HANG) {
+        struct timespec ts = {0, 2 * 1000 * 1000};
+        if (!said) {
+            char msg[4400];
+            int len = snprintf(msg, sizeof msg,
+                               "diskfault: holding a write to %s while "
+                               "snap=HANG\n",
+                               path);
+            if (len > 0)
+                get_write()(2, msg, (size_t)len < sizeof msg ? (size_t)len
+                                                             : sizeof msg - 1);
+            said = 1;
+        }
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* 0: go ahead; else the errno to fail with. */
 static int fault(const char *class, const char *call, int fd)
 {
     char path[4096];
-    int err = configured(class);
+    int err;
+
+    if (strcmp(class, "write") == 0)
+        snapshot_hang(fd);
+    err = configured(class);
 
     if (err <= 0 || !fd_in_dir(fd, path, sizeof path)) /* HANG: aio only */
         return 0;
