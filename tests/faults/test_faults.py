@@ -173,6 +173,18 @@ def _disk_fault_cluster(run_dir, raftkv_bin, shim, size=3, start=True, **opts):
     assert not problems, problems
 
 
+def _wait_takeover(others, term, timeout=20):
+    """The node of `others` that leads in a term after `term`, once one
+    does (a follower taking over from a hung leader)."""
+    def new_leader():
+        for n in others:
+            s = n.status()
+            if s["role"] == "leader" and s["term"] > term:
+                return n
+        return None
+    return db.wait_for(new_leader, timeout, "a follower taking over from the hung leader")
+
+
 def _every_node_holds(cluster, commit, values, timeout):
     """Every node applies `commit`, then reads each of `values` locally."""
     db.wait_for(lambda: all(n.status()["applied_index"] >= commit for n in cluster.nodes),
@@ -267,14 +279,7 @@ def test_a_leader_whose_log_write_hangs_hands_leadership_on(raftkv_bin, shim, ru
                     "the shim holding the leader's log write")
         for t in stalled[1:]:
             t.start()
-
-        def new_leader():
-            for n in others:
-                s = n.status()
-                if s["role"] == "leader" and s["term"] > term:
-                    return n
-            return None
-        new = db.wait_for(new_leader, 20, "a follower taking over from the hung leader")
+        new = _wait_takeover(others, term)
         assert _counter(old, "raftkv_log_stall_transfers_total") == 1
         assert "handing leadership to another voter" in old.log_text(since_start=True)
         for t in stalled:
@@ -323,14 +328,7 @@ def test_a_hung_leader_hands_leadership_on_with_a_removal_pending(raftkv_bin, sh
         remover.start()
         db.wait_for(lambda: "while aio=HANG" in old.log_text(since_start=True), 10,
                     "the shim holding the leader's log write")
-
-        def new_leader():
-            for n in others:
-                s = n.status()
-                if s["role"] == "leader" and s["term"] > term:
-                    return n
-            return None
-        new = db.wait_for(new_leader, 20, "a follower taking over from the hung leader")
+        new = _wait_takeover(others, term)
         print("new leader %s" % new.name)
         assert _counter(old, "raftkv_log_stall_transfers_total") == 1
         remover.join(30)
