@@ -68,7 +68,11 @@ struct store
     pthread_cond_t cv;
     enum writer_state wstate;
     int wrc;
-    void (*notify)(void *arg); /* from the writer thread */
+    /* Detached read transactions open (store_txn_begin_detached): while
+     * there are any, the map may not move, so growing it waits. */
+    unsigned detached;
+    bool grow_waits; /* a full map waits for the detached readers */
+    void (*notify)(void *arg); /* from the writer or a detached reader */
     void *notify_arg;
     void (*fatal)(void *arg, const char *what);
     void *fatal_arg;
@@ -220,8 +224,19 @@ static void store_fail(struct store *s, int rc, const char *what)
         s->fatal(s->fatal_arg, "cannot commit applied entries to the store");
 }
 
+static bool detached_open(struct store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool open = s->detached > 0;
+    pthread_mutex_unlock(&s->mu);
+    return open;
+}
+
 /* Double the map.  The writer must be idle: no transaction may be active
- * in the process, so the read transaction is reset around it. */
+ * in the process, so the read transaction is reset around it.  Returns
+ * MAP_LATER, changing nothing, while a detached reader (on another thread)
+ * still uses the map. */
+#define MAP_LATER 1
 static int map_grow(struct store *s)
 {
     size_t next = s->map_size * 2;
@@ -229,6 +244,8 @@ static int map_grow(struct store *s)
 
     if (next > STORE_MAP_CEILING)
         return STORE_EFULL;
+    if (detached_open(s))
+        return MAP_LATER;
     mdb_txn_reset(s->rtxn);
     rc = mdb_env_set_mapsize(s->env, next);
     int rc2 = mdb_txn_renew(s->rtxn);
@@ -255,8 +272,19 @@ static void reap(struct store *s)
     }
     rc = s->wrc;
     s->wstate = W_IDLE;
+    s->grow_waits = false;
     pthread_mutex_unlock(&s->mu);
-    if (rc == MDB_MAP_FULL && map_grow(s) == 0) {
+    int grown = rc == MDB_MAP_FULL ? map_grow(s) : -1;
+    if (grown == MAP_LATER) {
+        /* Keep the commit for when the last detached reader ends; it
+         * notifies, and the next store_poll comes back here. */
+        pthread_mutex_lock(&s->mu);
+        s->wstate = W_DONE;
+        s->grow_waits = true;
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    if (grown == 0) {
         pthread_mutex_lock(&s->mu);
         s->wstate = W_WORK;
         pthread_cond_broadcast(&s->cv);
@@ -277,23 +305,27 @@ static void reap(struct store *s)
     s->sealed = false;
 }
 
-/* Loop thread: wait until the writer has nothing in hand. */
+/* Loop thread: wait until the writer has nothing in hand.  A commit that
+ * waits to grow the map waits for the detached readers too. */
 static void wait_writer(struct store *s)
 {
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (s->wstate == W_WORK)
+        while (s->wstate == W_WORK || (s->grow_waits && s->detached > 0))
             pthread_cond_wait(&s->cv, &s->mu);
         pthread_mutex_unlock(&s->mu);
         bool was_sealed = s->sealed;
         reap(s);
         if (!s->sealed || !was_sealed)
             return;
+        /* Handed over again after growth (W_WORK, or already W_DONE: the
+         * writer may be that quick), or kept until the detached readers
+         * end (W_DONE): wait again.  W_IDLE: it failed, fatal was called. */
         pthread_mutex_lock(&s->mu);
-        bool again = s->wstate == W_WORK; /* handed over again after growth */
+        bool again = s->wstate != W_IDLE;
         pthread_mutex_unlock(&s->mu);
         if (!again)
-            return; /* failed: fatal was called */
+            return;
     }
 }
 
@@ -397,6 +429,8 @@ static int headroom(struct store *s, uint64_t pending)
         if (used + 4 * pending < info.me_mapsize / 4 * 3)
             return 0;
         int rc = map_grow(s);
+        if (rc == MAP_LATER)
+            return 0; /* not now: the writer grows it if it must */
         if (rc != 0)
             return rc;
     }
@@ -440,6 +474,10 @@ void store_close(struct store *s)
     if (s == NULL)
         return;
     if (s->writer_started) {
+        pthread_mutex_lock(&s->mu);
+        while (s->detached > 0)
+            pthread_cond_wait(&s->cv, &s->mu);
+        pthread_mutex_unlock(&s->mu);
         s->in_write = false;
         store_flush(s);
         pthread_mutex_lock(&s->mu);
@@ -509,11 +547,26 @@ int store_stat(struct store *s, struct store_stat *st)
     return 0;
 }
 
+/* Any thread: one detached reader fewer.  The last one wakes whoever
+ * waits to grow the map: wait_writer and store_close through the
+ * condition, the loop (store_poll) through the notify callback. */
+static void detached_end(struct store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    if (--s->detached == 0) {
+        pthread_cond_broadcast(&s->cv);
+        if (s->grow_waits && s->notify != NULL)
+            s->notify(s->notify_arg);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 int store_txn_begin(struct store *s, bool write, struct store_txn *t)
 {
     t->store = s;
     t->write = write;
     t->shared = true;
+    t->detached = false;
     t->txn = s->rtxn;
     if (!write)
         return 0;
@@ -531,6 +584,10 @@ int store_txn_begin(struct store *s, bool write, struct store_txn *t)
 
 int store_txn_commit(struct store_txn *t)
 {
+    if (t->detached) {
+        store_txn_abort(t);
+        return 0;
+    }
     if (t->write && t->store->in_write) {
         overlay_release(&t->store->ov[t->store->active]);
         t->store->in_write = false;
@@ -539,9 +596,39 @@ int store_txn_commit(struct store_txn *t)
     return 0;
 }
 
+int store_txn_begin_detached(struct store *s, struct store_txn *t)
+{
+    MDB_txn *txn;
+    int rc;
+
+    /* Counted before LMDB maps anything for it: map_grow, on this thread,
+     * must see it from here on. */
+    pthread_mutex_lock(&s->mu);
+    s->detached++;
+    pthread_mutex_unlock(&s->mu);
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0) {
+        detached_end(s);
+        return store_err(rc, "detached txn begin");
+    }
+    t->store = s;
+    t->txn = txn;
+    t->write = false;
+    t->shared = false;
+    t->detached = true;
+    return 0;
+}
+
 void store_txn_abort(struct store_txn *t)
 {
     struct store *s = t->store;
+    if (t->detached) {
+        mdb_txn_abort(t->txn);
+        t->txn = NULL;
+        t->detached = false;
+        detached_end(s);
+        return;
+    }
     if (t->write && s != NULL && s->in_write) {
         overlay_rollback(&s->ov[s->active]);
         s->delta[s->active][T_KV] = s->mark_delta[T_KV];
@@ -592,6 +679,18 @@ static int raw_get(struct store *s, unsigned table, const MDB_val *k,
     }
     MDB_val kk = *k;
     return mdb_get(s->rtxn, table_dbi(s, table), &kk, v);
+}
+
+/* A read through @t: a detached transaction sees its own LMDB snapshot
+ * and nothing of the overlays (another thread may be changing them). */
+static int txn_get(struct store_txn *t, unsigned table, const MDB_val *k,
+                   MDB_val *v)
+{
+    if (t->detached) {
+        MDB_val kk = *k;
+        return mdb_get(t->txn, table_dbi(t->store, table), &kk, v);
+    }
+    return raw_get(t->store, table, k, v);
 }
 
 /* Room for a value of v->mv_size bytes under @k, at v->mv_data.  @existed
@@ -723,7 +822,7 @@ static int kv_lookup(struct store_txn *t, const void *key, size_t klen,
     *taken = false;
     if ((rc = key_encode(key, klen, k)) != 0)
         return rc;
-    rc = raw_get(t->store, T_KV, &k->val, &v);
+    rc = txn_get(t, T_KV, &k->val, &v);
     if (rc != 0)
         return store_err(rc, "get");
     *taken = true;
@@ -815,8 +914,16 @@ int store_kv_del(struct store_txn *t, const void *key, size_t klen)
 int store_count(struct store_txn *t, enum store_table table, uint64_t *n)
 {
     struct store *s = t->store;
-    *n = table == STORE_KV ? (uint64_t)counted(s, T_KV)
-                           : (uint64_t)counted(s, T_MEMBERS);
+    unsigned tb = table == STORE_KV ? T_KV : T_MEMBERS;
+    if (t->detached) {
+        MDB_stat ms;
+        int rc = mdb_stat(t->txn, table_dbi(s, tb), &ms);
+        if (rc != 0)
+            return store_err(rc, "stat");
+        *n = (uint64_t)ms.ms_entries;
+        return 0;
+    }
+    *n = (uint64_t)counted(s, tb);
     return 0;
 }
 
@@ -908,7 +1015,7 @@ int store_member_get(struct store_txn *t, uint64_t id, struct store_member *m)
     int rc;
 
     member_key(id, key);
-    rc = raw_get(t->store, T_MEMBERS, &k, &v);
+    rc = txn_get(t, T_MEMBERS, &k, &v);
     if (rc != 0)
         return store_err(rc, "member get");
     return member_decode(&k, &v, m);
@@ -925,7 +1032,7 @@ int store_member_del(struct store_txn *t, uint64_t id)
 int store_meta_get(struct store_txn *t, const char *name, uint64_t *value)
 {
     MDB_val k = {strlen(name), (void *)name}, v;
-    int rc = raw_get(t->store, T_META, &k, &v);
+    int rc = txn_get(t, T_META, &k, &v);
     if (rc != 0)
         return store_err(rc, "meta get");
     if (v.mv_size != 8)
@@ -955,6 +1062,14 @@ int store_cursor_open(struct store_txn *t, enum store_table table,
     memset(c, 0, sizeof *c);
     c->store = s;
     c->table = tb;
+    if (t->detached) {
+        c->use_lmdb = true; /* LMDB alone; use[] stay false */
+        rc = mdb_cursor_open(t->txn, dbi, &c->cur);
+        if (rc != 0)
+            return store_err(rc, "cursor open");
+        c->next_op = MDB_FIRST;
+        goto lmdb_only;
+    }
     /* Which layers count: an emptied table hides those below it. */
     c->use[0] = true;
     c->use[1] = s->sealed && !s->cleared[s->active][tb];
@@ -969,6 +1084,7 @@ int store_cursor_open(struct store_txn *t, enum store_table table,
     if (rc != 0)
         return store_err(rc, "cursor open");
     c->next_op = c->use_lmdb ? MDB_FIRST : -1;
+lmdb_only:;
     /* A long key's group starts at its prefix; entries below @from inside
      * the group are skipped once the group is sorted. */
     const void *seek = NULL;

@@ -18,9 +18,11 @@
  * applied write.  Losing uncommitted overlays in a crash loses nothing: the
  * Raft log (or the last snapshot and the log after it) replays them.
  *
- * Everything but the writer happens on the loop thread.  Records returned
- * by reads point into LMDB's map or into an overlay, and stay valid until
- * the next store_poll, store_flush or write of the same key.
+ * Everything but the writer and detached reads (store_txn_begin_detached)
+ * happens on the loop thread.  Records returned by reads point into LMDB's
+ * map or into an overlay, and stay valid until the next store_poll,
+ * store_flush or write of the same key (for a detached read: until it
+ * ends).
  *
  * Every call returns 0 or one of the negative codes below. */
 #ifndef RAFTKV_STORE_H
@@ -55,7 +57,8 @@ struct store_txn
     MDB_txn *txn;
     struct store *store;
     bool write;
-    bool shared; /* a read inside the open batch: ending it ends nothing */
+    bool shared;   /* a read inside the open batch: ending it ends nothing */
+    bool detached; /* store_txn_begin_detached: LMDB only, any thread */
 };
 
 struct store_record
@@ -148,6 +151,17 @@ int store_stat(struct store *s, struct store_stat *st);
  * applied write.  One write transaction at a time.
  * Errors: STORE_EINVAL (a write transaction is already open), STORE_EIO. */
 int store_txn_begin(struct store *s, bool write, struct store_txn *t);
+
+/* Begin a read of the last commit to LMDB alone, for use on another
+ * thread (one thread at a time).  It sees no overlay, so it may be behind
+ * the applied writes; the meta table says which index it holds (the applied
+ * index is committed with the writes it names).  Until it ends, the map
+ * cannot be grown: a commit that needs more room waits for it (and
+ * store_flush with it), and store_close waits for it too.  Call on the loop
+ * thread; end it with store_txn_abort on any thread.  Meant for long scans
+ * (a follower's snapshot) that must not hold up the loop.
+ * Errors: STORE_EIO. */
+int store_txn_begin_detached(struct store *s, struct store_txn *t);
 
 /* Commit a transaction (a read transaction is simply ended): its writes
  * wait in the overlay for the next commit to LMDB.  Returns 0. */

@@ -1,6 +1,7 @@
 /* Unit tests for the LMDB store (src/store.c). */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -403,6 +404,91 @@ static void test_reads_across_a_commit(void **state)
     assert_int_equal(keys(f->s), 2);
 }
 
+static atomic_int notified;
+
+static void count_notify(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&notified, 1);
+}
+
+/* A detached read sees the last commit as it was when it began: a write
+ * applied before it and not committed, and everything committed after it,
+ * stay out of its view.  While it is open the map cannot move, so a commit
+ * that finds the map full is kept, not failed; ending the read wakes the
+ * loop (the notify callback), and the commit then grows the map and lands.
+ * 400 values of 4 KiB into a 1 MiB map, as above. */
+static void test_a_detached_read_keeps_its_view_and_holds_the_map(void **state)
+{
+    struct fixture *f = *state;
+    struct store_txn d, t;
+    struct store_stat st;
+    struct store_record got;
+    struct store_cursor c;
+    const void *key;
+    size_t klen;
+    uint64_t n;
+    char k[16], *value = malloc(4096);
+    struct store_record rec = {3, 3, 1, value, 4096};
+
+    put(f->s, "old", "v1", 1);
+    assert_int_equal(store_flush(f->s), 0);
+    put(f->s, "applied", "not committed", 2);
+    atomic_store(&notified, 0);
+    store_set_notify(f->s, count_notify, NULL);
+    assert_int_equal(store_txn_begin_detached(f->s, &d), 0);
+    assert_int_equal(store_stat(f->s, &st), 0);
+    uint64_t map0 = st.map_bytes;
+
+    memset(value, 'v', 4096);
+    assert_int_equal(store_txn_begin(f->s, true, &t), 0);
+    for (int i = 0; i < 400; i++) {
+        snprintf(k, sizeof k, "k%05d", i);
+        assert_int_equal(store_kv_put(&t, k, strlen(k), &rec), 0);
+    }
+    assert_int_equal(store_txn_commit(&t), 0);
+    assert_true(store_commit_start(f->s));
+    /* The writer finds the map full and says so (deadline: 10 s). */
+    for (int i = 0; i < 10000 && atomic_load(&notified) == 0; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&notified), 1);
+    store_poll(f->s); /* cannot grow the map now: keeps the commit */
+    assert_int_equal(store_stat(f->s, &st), 0);
+    assert_int_equal(st.map_bytes, map0);
+    assert_int_equal(st.keys, 402);
+    assert_true(has(f->s, "applied", "not committed"));
+    assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+    assert_int_equal(store_kv_get(&t, "k00399", 6, &got), 0);
+    store_txn_abort(&t);
+
+    assert_int_equal(store_count(&d, STORE_KV, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(store_kv_get(&d, "applied", 7, &got), STORE_ENOTFOUND);
+    assert_int_equal(store_kv_get(&d, "k00000", 6, &got), STORE_ENOTFOUND);
+    assert_int_equal(store_kv_get(&d, "old", 3, &got), 0);
+    assert_int_equal(got.value_len, 2);
+    assert_memory_equal(got.value, "v1", 2);
+    assert_int_equal(store_cursor_open(&d, STORE_KV, NULL, 0, &c), 0);
+    assert_int_equal(store_cursor_next_kv(&c, &key, &klen, &got), 1);
+    assert_int_equal(klen, 3);
+    assert_memory_equal(key, "old", 3);
+    assert_int_equal(store_cursor_next_kv(&c, &key, &klen, &got), 0);
+    store_cursor_close(&c);
+
+    store_txn_abort(&d);
+    assert_int_equal(atomic_load(&notified), 2); /* the loop is woken */
+    assert_int_equal(store_flush(f->s), 0);
+    assert_int_equal(store_stat(f->s, &st), 0);
+    assert_true(st.map_bytes > map0);
+    assert_int_equal(st.keys, 402);
+    assert_int_equal(store_txn_begin(f->s, false, &t), 0);
+    assert_int_equal(store_kv_get(&t, "k00399", 6, &got), 0);
+    assert_int_equal(got.value_len, 4096);
+    store_txn_abort(&t);
+    store_set_notify(f->s, NULL, NULL);
+    free(value);
+}
+
 /* Emptying a table hides every key below it at once (committed, being
  * committed, or only applied), counts from zero, and an abort puts all of
  * it back; committed, the table holds only what followed the clear. */
@@ -667,6 +753,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reads_across_a_commit, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_detached_read_keeps_its_view_and_holds_the_map, setup,
+            teardown),
         cmocka_unit_test_setup_teardown(test_clear_then_abort_or_commit,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_cursor_merges_layers, setup,
