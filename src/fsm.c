@@ -544,35 +544,58 @@ bool fsm_snapshot_is_marker(const void *data, size_t len)
     return len == SNAP_MARKER_LEN && memcmp(data, SNAP_MARKER_MAGIC, 8) == 0;
 }
 
-int fsm_snapshot_full(struct fsm *f, void **data, size_t *len)
+int fsm_serial_begin(struct fsm *f, struct fsm_serial *out)
+{
+    int rv = store_txn_begin_detached(f->store, &out->txn);
+    if (rv != 0) {
+        log_error("snapshot: cannot read the store: %s", store_strerror(rv));
+        return RAFT_IOERR;
+    }
+    out->cluster_id = f->cluster_id;
+    atomic_init(&out->stop, false);
+    return 0;
+}
+
+void fsm_serial_cancel(struct fsm_serial *s)
+{
+    store_txn_abort(&s->txn);
+}
+
+void fsm_serial_stop(struct fsm_serial *s)
+{
+    atomic_store_explicit(&s->stop, true, memory_order_relaxed);
+}
+
+/* Runs on a worker thread: it logs nothing, its caller does. */
+int fsm_serial_run(struct fsm_serial *s, void **data, size_t *len,
+                   uint64_t *index)
 {
     struct snap_writer w = {0};
-    struct store_txn t;
+    struct store_txn *t = &s->txn;
     struct store_cursor c;
     struct store_member m;
     struct store_record rec;
     const void *key;
     size_t klen;
     uint8_t header[SNAP_HEADER];
+    uint64_t applied, n_members, n_keys, seen = 0;
     int rv;
 
-    rv = store_txn_begin(f->store, false, &t);
-    if (rv != 0)
-        return RAFT_IOERR;
-    /* Counts come from the same read transaction as the data. */
-    uint64_t n_members, n_keys;
-    if ((rv = store_count(&t, STORE_MEMBERS, &n_members)) != 0 ||
-        (rv = store_count(&t, STORE_KV, &n_keys)) != 0)
+    /* The index and the counts come from the same LMDB snapshot as the
+     * data: the applied index is committed with the writes it names. */
+    if ((rv = store_meta_get(t, META_APPLIED, &applied)) != 0 ||
+        (rv = store_count(t, STORE_MEMBERS, &n_members)) != 0 ||
+        (rv = store_count(t, STORE_KV, &n_keys)) != 0)
         goto err;
 
     memcpy(header, SNAP_MAGIC, 8);
-    le64(header + 8, f->applied_index);
-    le64(header + 16, f->cluster_id);
+    le64(header + 8, applied);
+    le64(header + 16, s->cluster_id);
     le64(header + 24, n_members);
     le64(header + 32, n_keys);
     snap_put(&w, header, sizeof header);
 
-    if ((rv = store_cursor_open(&t, STORE_MEMBERS, NULL, 0, &c)) != 0)
+    if ((rv = store_cursor_open(t, STORE_MEMBERS, NULL, 0, &c)) != 0)
         goto err;
     while ((rv = store_cursor_next_member(&c, &m)) == 1) {
         snap_varint(&w, m.id);
@@ -584,7 +607,7 @@ int fsm_snapshot_full(struct fsm *f, void **data, size_t *len)
     if (rv < 0)
         goto err;
 
-    if ((rv = store_cursor_open(&t, STORE_KV, NULL, 0, &c)) != 0)
+    if ((rv = store_cursor_open(t, STORE_KV, NULL, 0, &c)) != 0)
         goto err;
     while ((rv = store_cursor_next_kv(&c, &key, &klen, &rec)) == 1) {
         snap_bytes(&w, key, klen);
@@ -592,24 +615,45 @@ int fsm_snapshot_full(struct fsm *f, void **data, size_t *len)
         snap_varint(&w, rec.mod_index);
         snap_varint(&w, rec.version);
         snap_bytes(&w, rec.value, rec.value_len);
+        /* A node that stops should not wait for millions of keys. */
+        if (++seen % 1024 == 0 &&
+            atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+            store_cursor_close(&c);
+            store_txn_abort(t);
+            raft_free(w.buf);
+            return RAFT_CANCELED;
+        }
     }
     store_cursor_close(&c);
     if (rv < 0)
         goto err;
-    store_txn_abort(&t);
+    store_txn_abort(t);
     if (w.failed) {
         raft_free(w.buf);
         return RAFT_NOMEM;
     }
     *data = w.buf;
     *len = w.len;
+    *index = applied;
     return 0;
 
 err:
-    store_txn_abort(&t);
+    store_txn_abort(t);
     raft_free(w.buf);
-    log_error("snapshot failed: %s", store_strerror(rv));
     return RAFT_IOERR;
+}
+
+int fsm_snapshot_full(struct fsm *f, void **data, size_t *len)
+{
+    struct fsm_serial s;
+    uint64_t index;
+    int rv;
+
+    if (store_flush(f->store) != 0)
+        return RAFT_IOERR;
+    if ((rv = fsm_serial_begin(f, &s)) != 0)
+        return rv;
+    return fsm_serial_run(&s, data, len, &index);
 }
 
 struct snap_reader

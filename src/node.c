@@ -189,7 +189,7 @@ static int raft_open(struct node *n, bool bootstrap)
      * heartbeat while a peer is down. */
     raft_uv_set_connect_retry_delay(&ri->io, cfg->heartbeat_timeout_ms);
     ioguard_install(&ri->guard, &ri->io, node_fatal, n);
-    snapsend_install(&ri->snapsend, &ri->io, &n->fsm);
+    snapsend_install(&ri->snapsend, &ri->io, &n->fsm, n->loop);
     rv = raft_init(n->raft, &ri->io, &n->raft_fsm, n->id, n->raft_addr);
     if (rv != 0) {
         log_error("raft init: %s", raft_errmsg(n->raft));

@@ -42,14 +42,85 @@ static void snapshot_destroy(struct raft_snapshot *snap)
     raft_free(snap);
 }
 
+/* One serialization on the thread pool, for one get. */
+struct serial_job
+{
+    struct queue link; /* in s->jobs */
+    uv_work_t work;
+    struct snapsend *s;
+    struct raft_io_snapshot_get *req;
+    raft_io_snapshot_get_cb cb;
+    struct raft_snapshot *snap; /* libraft's, holding the marker */
+    struct fsm_serial serial;
+    void *data;
+    size_t len;
+    uint64_t index; /* the state the data holds */
+    int rv;
+};
+
+static void serial_work(uv_work_t *work)
+{
+    struct serial_job *j = work->data;
+    j->rv = fsm_serial_run(&j->serial, &j->data, &j->len, &j->index);
+}
+
+static void serial_done(uv_work_t *work, int status)
+{
+    struct serial_job *j = work->data;
+    struct snapsend *s = j->s;
+    struct raft_snapshot *snap = j->snap;
+    int rv = j->rv;
+
+    (void)status; /* never cancelled */
+    if (rv == 0 && s->close_cb != NULL) {
+        raft_free(j->data); /* nobody to send it to */
+        rv = RAFT_CANCELED;
+    }
+    if (rv == 0 && j->index < snap->index) {
+        /* The follower would take it for the state at snap->index and
+         * never apply the entries in between. */
+        log_error("the store holds index %llu, behind the snapshot at %llu: "
+                  "not sending it",
+                  (unsigned long long)j->index,
+                  (unsigned long long)snap->index);
+        raft_free(j->data);
+        rv = RAFT_IOERR;
+    }
+    if (rv != 0) {
+        if (rv == RAFT_CANCELED)
+            log_info("stopped serializing the store for a follower: raft "
+                     "is closing");
+        else
+            log_error("cannot serialize the store for a follower: %s",
+                      raft_strerror(rv));
+        snapshot_destroy(snap);
+        j->cb(j->req, NULL, rv);
+    } else {
+        log_info("sending a follower the store as of index %llu (%zu bytes) "
+                 "for the snapshot at %llu",
+                 (unsigned long long)j->index, j->len,
+                 (unsigned long long)snap->index);
+        raft_free(snap->bufs[0].base);
+        snap->bufs[0].base = j->data;
+        snap->bufs[0].len = j->len;
+        j->cb(j->req, snap, 0);
+    }
+    queue_remove(&j->link);
+    free(j);
+    if (queue_empty(&s->jobs) && s->close_cb != NULL) {
+        raft_io_close_cb cb = s->close_cb;
+        s->close_cb = NULL;
+        s->close(s->io, cb);
+    }
+}
+
 static void get_done(struct raft_io_snapshot_get *req,
                      struct raft_snapshot *snap, int status)
 {
     struct get_req *g = take(req);
+    struct serial_job *j;
     raft_io_snapshot_get_cb cb;
     struct snapsend *s;
-    void *data;
-    size_t len;
     int rv;
 
     if (g == NULL)
@@ -62,22 +133,35 @@ static void get_done(struct raft_io_snapshot_get *req,
         cb(req, snap, status);
         return;
     }
-    rv = fsm_snapshot_full(s->fsm, &data, &len);
-    if (rv != 0) {
-        log_error("cannot serialize the store for a follower: %s",
-                  raft_strerror(rv));
-        snapshot_destroy(snap);
-        cb(req, NULL, rv);
-        return;
+    j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        rv = RAFT_NOMEM;
+        goto err;
     }
-    log_info("sending a follower the store as of index %llu (%zu bytes) for "
-             "the snapshot at %llu",
-             (unsigned long long)s->fsm->applied_index, len,
+    j->s = s;
+    j->req = req;
+    j->cb = cb;
+    j->snap = snap;
+    j->work.data = j;
+    if ((rv = fsm_serial_begin(s->fsm, &j->serial)) != 0)
+        goto err_job;
+    if (uv_queue_work(s->loop, &j->work, serial_work, serial_done) != 0) {
+        fsm_serial_cancel(&j->serial);
+        rv = RAFT_IOERR;
+        goto err_job;
+    }
+    queue_push(&s->jobs, &j->link);
+    log_info("serializing the store for a follower, for the snapshot at %llu",
              (unsigned long long)snap->index);
-    raft_free(snap->bufs[0].base);
-    snap->bufs[0].base = data;
-    snap->bufs[0].len = len;
-    cb(req, snap, 0);
+    return;
+
+err_job:
+    free(j);
+err:
+    log_error("cannot serialize the store for a follower: %s",
+              raft_strerror(rv));
+    snapshot_destroy(snap);
+    cb(req, NULL, rv);
 }
 
 static struct snapsend *snapsend_of(struct raft_io *io)
@@ -86,6 +170,20 @@ static struct snapsend *snapsend_of(struct raft_io *io)
         if (s->io == io)
             return s;
     abort(); /* only wrapped I/O calls in here */
+}
+
+static void wrapped_close(struct raft_io *io, raft_io_close_cb cb)
+{
+    struct snapsend *s = snapsend_of(io);
+    if (!queue_empty(&s->jobs)) {
+        log_info("closing raft once the store's serialization for a "
+                 "follower stops");
+        for (struct queue *q = s->jobs.next; q != &s->jobs; q = q->next)
+            fsm_serial_stop(&queue_data(q, struct serial_job, link)->serial);
+        s->close_cb = cb;
+        return;
+    }
+    s->close(io, cb);
 }
 
 static int wrapped_get(struct raft_io *io, struct raft_io_snapshot_get *req,
@@ -109,12 +207,18 @@ static int wrapped_get(struct raft_io *io, struct raft_io_snapshot_get *req,
     return rv;
 }
 
-void snapsend_install(struct snapsend *s, struct raft_io *io, struct fsm *fsm)
+void snapsend_install(struct snapsend *s, struct raft_io *io, struct fsm *fsm,
+                      uv_loop_t *loop)
 {
     s->io = io;
     s->fsm = fsm;
+    s->loop = loop;
+    queue_init(&s->jobs);
+    s->close_cb = NULL;
     s->snapshot_get = io->snapshot_get;
+    s->close = io->close;
     io->snapshot_get = wrapped_get;
+    io->close = wrapped_close;
     s->next = instances;
     instances = s;
 }

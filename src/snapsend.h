@@ -4,34 +4,47 @@
  * (fsm.h).  When the leader has to bring a follower up to date with a
  * snapshot, libraft reads its newest snapshot file (io->snapshot_get) and
  * sends that buffer.  This wraps snapshot_get: a marker is replaced, before
- * libraft sees it, by a full serialization of the store (fsm_snapshot_full).
+ * libraft sees it, by a full serialization of the store (fsm_serial_run).
  *
- * The full state is as of the leader's applied index now, which may be past
- * the snapshot's index: the follower then holds state ahead of its log for a
- * while, and skips the entries it already has when they arrive (the store
- * records its applied index).  Everything it holds is committed.
+ * The full state is as of the leader's last commit to LMDB, which may be
+ * past the snapshot's index (never before it: taking a snapshot syncs the
+ * store): the follower then holds state ahead of its log for a while, and
+ * skips the entries it already has when they arrive (the store records its
+ * applied index).  Everything it holds is committed.
  *
- * Serializing runs on the loop thread and blocks it (~0.3 s per million
- * 100-byte keys), but only when a follower needs a snapshot, not every time
- * one is taken. */
+ * Serializing takes ~0.3 s per million 100-byte keys, so it runs on libuv's
+ * thread pool (fsm_serial_*): a leader that held its loop that long would
+ * miss heartbeats past a few million keys, and its followers would elect
+ * another.  libraft counts a get as finished once its own read of the file
+ * is done, so the wrapped close waits for the serializations still running
+ * (and tells them to stop): libraft's callback must find its instance alive.
+ */
 #ifndef RAFTKV_SNAPSEND_H
 #define RAFTKV_SNAPSEND_H
 
 #include <raft.h>
+#include <uv.h>
 
 #include "fsm.h"
+#include "queue.h"
 
 struct snapsend
 {
     struct raft_io *io;
     struct fsm *fsm;
+    uv_loop_t *loop;
     int (*snapshot_get)(struct raft_io *io, struct raft_io_snapshot_get *req,
                         raft_io_snapshot_get_cb cb);
-    struct snapsend *next; /* every instance of the process */
+    void (*close)(struct raft_io *io, raft_io_close_cb cb);
+    raft_io_close_cb close_cb; /* libraft's, while serializations run */
+    struct queue jobs;         /* serializations on the thread pool */
+    struct snapsend *next;     /* every instance of the process */
 };
 
-/* Wrap @io's snapshot_get.  @s and @fsm must outlive @io. */
-void snapsend_install(struct snapsend *s, struct raft_io *io, struct fsm *fsm);
+/* Wrap @io's snapshot_get and close.  Serializations run on @loop's thread
+ * pool.  @s and @fsm must outlive @io. */
+void snapsend_install(struct snapsend *s, struct raft_io *io, struct fsm *fsm,
+                      uv_loop_t *loop);
 
 /* Free what is left once libraft's I/O has closed. */
 void snapsend_release(struct snapsend *s);

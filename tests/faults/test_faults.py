@@ -339,6 +339,38 @@ def test_a_hung_leader_hands_leadership_on_with_a_removal_pending(raftkv_bin, sh
         old.set_disk_fault("off")
 
 
+def _voters(n):
+    return sorted(m["id"] for m in n.status().get("members", []) if m.get("role") == "voter")
+
+
+def _three_of_four_with_a_snapshot(cluster, keys):
+    """n1, n2 and n3 as voters, `keys` keys k00000.. (value "v<i>") written
+    through n1 in transactions of 128, and a snapshot on n1, so that n4,
+    still down, will have to be sent the store."""
+    n1, n2, n3, _ = cluster.nodes
+    n1.start()
+    a = client.request(n1.http_addr, "PUT", "/v1/kv/first", b"v", timeout=10.0)
+    assert a.status == 200, a
+    for n in (n2, n3):
+        n.join = n1.http_addr
+        n.start()
+    db.wait_for(lambda: _voters(n1) == ["n1", "n2", "n3"], 30, "three voters")
+    for start in range(0, keys, 128):
+        ops = [{"op": "put", "key": "k%05d" % i, "value": "v%d" % i}
+               for i in range(start, min(start + 128, keys))]
+        a = client.request(n1.http_addr, "POST", "/v1/txn", json.dumps({"success": ops}),
+                           {"Content-Type": "application/json"}, timeout=10.0)
+        assert a.status == 200, a
+    # Snapshots come every so many log entries, and those were few.
+    pad = 0
+    while n1.status()["snapshots_taken"] < 1:
+        assert pad < 5000, "no snapshot on n1 after %d more writes" % pad
+        for _ in range(32):
+            a = client.request(n1.http_addr, "PUT", "/v1/kv/pad-%d" % pad, b"v", timeout=10.0)
+            assert a.status == 200, a
+            pad += 1
+
+
 def test_a_join_waits_out_a_slow_snapshot_install(raftkv_bin, shim, run_dir):
     """n4 joins a cluster whose log has been cut by a snapshot, so it must
     be sent one; the shim holds n4's write of the snapshot file (snap=HANG)
@@ -349,21 +381,7 @@ def test_a_join_waits_out_a_slow_snapshot_install(raftkv_bin, shim, run_dir):
     keys reaches without any fault: its snapshot takes that long.)"""
     with _disk_fault_cluster(run_dir, raftkv_bin, shim, size=4, start=False) as cluster:
         n1, n2, n3, n4 = cluster.nodes
-        n1.start()
-        a = client.request(n1.http_addr, "PUT", "/v1/kv/first", b"v", timeout=10.0)
-        assert a.status == 200, a
-        for n in (n2, n3):
-            n.join = n1.http_addr
-            n.start()
-
-        def voters():
-            return sorted(m["id"] for m in n1.status().get("members", [])
-                          if m.get("role") == "voter")
-        db.wait_for(lambda: voters() == ["n1", "n2", "n3"], 30, "three voters")
-        for i in range(400):
-            a = client.request(n1.http_addr, "PUT", "/v1/kv/k%d" % i, b"v", timeout=10.0)
-            assert a.status == 200, a
-        db.wait_for(lambda: n1.status()["snapshots_taken"] >= 1, 30, "a snapshot on n1")
+        _three_of_four_with_a_snapshot(cluster, 400)
 
         n4.set_disk_fault("snap=HANG")
         n4.join = n1.http_addr
@@ -377,8 +395,97 @@ def test_a_join_waits_out_a_slow_snapshot_install(raftkv_bin, shim, run_dir):
                 n1.tail(10, since_start=True)
             time.sleep(0.2)
         n4.set_disk_fault("off")
-        db.wait_for(lambda: voters() == ["n1", "n2", "n3", "n4"], 30, "n4 to become a voter")
+        db.wait_for(lambda: _voters(n1) == ["n1", "n2", "n3", "n4"], 30,
+                    "n4 to become a voter")
         assert "did not catch up" not in n1.log_text(since_start=True)
+
+
+def test_a_leader_keeps_leading_while_it_serializes_a_snapshot(raftkv_bin, shim, run_dir):
+    """n4 joins a cluster whose log has been cut by a snapshot, so n1, the
+    leader, serializes its whole store to send it.  The shim makes every
+    step through n1's store take 1 ms (scan=SLOW), as a cold store on a slow
+    disk would: 2,000 keys take over 2 s, four election timeouts.  The
+    serialization runs beside n1's loop (src/snapsend.h), so n1 keeps
+    sending heartbeats and answering writes meanwhile: no follower calls an
+    election, the term stays the same, and n4 ends up a voter with every
+    key.  (On the loop, n1 answered nothing for the whole scan.)"""
+    with _disk_fault_cluster(run_dir, raftkv_bin, shim, size=4, start=False,
+                             election_timeout=500, heartbeat_timeout=50) as cluster:
+        n1, n2, n3, n4 = cluster.nodes
+        _three_of_four_with_a_snapshot(cluster, 2000)
+        before = n1.status()
+        assert before["role"] == "leader", before
+
+        n1.set_disk_fault("scan=SLOW")
+        n4.join = n1.http_addr
+        n4.spawn()
+        db.wait_for(lambda: "serializing the store for a follower" in
+                    n1.log_text(since_start=True), 30, "n1 serializing its store for n4")
+        started = time.monotonic()
+        writes = 0
+        while "sending a follower the store" not in n1.log_text(since_start=True):
+            assert time.monotonic() - started < 60, n1.tail(10, since_start=True)
+            a = client.request(n1.http_addr, "PUT", "/v1/kv/during-%d" % writes, b"v",
+                               timeout=10.0)
+            assert a.status == 200, a
+            writes += 1
+        took = time.monotonic() - started
+        print("serialization with scan=SLOW: %.2f s, %d writes acknowledged meanwhile"
+              % (took, writes))
+        assert took > 2.0, "the shim did not slow the scan (%.2f s)" % took
+        assert writes >= 2, writes
+        n1.set_disk_fault("off")
+
+        db.wait_for(lambda: _voters(n1) == ["n1", "n2", "n3", "n4"], 30,
+                    "n4 to become a voter")
+        after = n1.status()
+        assert after["role"] == "leader" and after["term"] == before["term"], (before, after)
+        for n in (n2, n3):
+            assert n.status()["term"] == before["term"], n.name
+        cluster.api = client.V1API()
+        _every_node_holds(cluster, after["commit_index"],
+                          {"k00000": "v0", "k01999": "v1999",
+                           "during-%d" % (writes - 1): "v"}, 30)
+
+
+def test_a_leader_stopped_while_it_serializes_a_snapshot_exits(raftkv_bin, shim, run_dir):
+    """The same, with 30,000 keys: a slowed scan of 30 s.  n1 is stopped
+    with SIGTERM while it serializes.  Raft's close waits for the scan
+    (libraft's callback must find its instance), and the scan gives up
+    within 1,024 keys of being told to: n1 exits with 0 in a few seconds,
+    not after the whole scan; n2 and n3 elect a leader and keep every key."""
+    with _disk_fault_cluster(run_dir, raftkv_bin, shim, size=4, start=False) as cluster:
+        n1, n2, n3, n4 = cluster.nodes
+        _three_of_four_with_a_snapshot(cluster, 30000)
+        n1.set_disk_fault("scan=SLOW")
+        n4.join = n1.http_addr
+        n4.spawn()
+        db.wait_for(lambda: "serializing the store for a follower" in
+                    n1.log_text(since_start=True), 30, "n1 serializing its store for n4")
+        started = time.monotonic()
+        code, problem = n1.stop()
+        took = time.monotonic() - started
+        print("n1 exited %s in %.2f s of SIGTERM" % (code, took))
+        assert problem is None, problem
+        assert took < 5.0, took
+        log = n1.log_text(since_start=True)
+        assert "stopped serializing the store for a follower" in log, n1.tail(10, since_start=True)
+        assert "sending a follower the store" not in log
+        n4.stop()
+
+        cluster.api = client.V1API()
+        leader = db.wait_for(lambda: next((n for n in (n2, n3)
+                                           if n.status()["role"] == "leader"), None),
+                             30, "n2 or n3 leading")
+        commit = leader.status()["commit_index"]
+        db.wait_for(lambda: all(n.status()["applied_index"] >= commit for n in (n2, n3)),
+                    30, "n2 and n3 applying index %d" % commit)
+        for n in (n2, n3):
+            s = client.Session(n.http_addr)
+            try:
+                assert cluster.api.local_value(s, "k29999") == "v29999", n.name
+            finally:
+                s.close()
 
 
 def test_a_follower_whose_log_write_hangs_relays_its_linearizable_reads(raftkv_bin, shim,

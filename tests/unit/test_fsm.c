@@ -1,6 +1,7 @@
 /* Unit tests for the state machine (src/fsm.c): apply, skip on replay,
  * snapshot and restore, without a Raft instance. */
 #include <setjmp.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -318,6 +319,78 @@ static void test_snapshot_long_keys(void **state)
     side_close(&b);
 }
 
+struct serial_thread
+{
+    struct fsm_serial serial;
+    void *data;
+    size_t len;
+    uint64_t index;
+    int rv;
+};
+
+static void *serial_thread_main(void *arg)
+{
+    struct serial_thread *st = arg;
+    st->rv = fsm_serial_run(&st->serial, &st->data, &st->len, &st->index);
+    return NULL;
+}
+
+/* A serialization holds the store as of its last commit when it began:
+ * writes applied before it (not yet committed) and after it (committed while
+ * it runs on another thread) are not in it, and it says which index it
+ * holds.  The node keeps applying meanwhile; a follower that restores it
+ * then applies the entries after that index. */
+static void test_serialization_runs_beside_the_applies(void **state)
+{
+    (void)state;
+    struct side a, b;
+    struct serial_thread st = {0};
+    pthread_t th;
+    char key[32];
+
+    side_open(&a);
+    side_open(&b);
+    for (int i = 1; i <= 100; i++) {
+        snprintf(key, sizeof key, "before-%03d", i);
+        set(&a.fsm, (uint64_t)i, key, "v");
+    }
+    assert_int_equal(store_flush(a.store), 0);
+    set(&a.fsm, 101, "applied-only", "v"); /* in the overlay */
+    assert_int_equal(fsm_serial_begin(&a.fsm, &st.serial), 0);
+    assert_int_equal(pthread_create(&th, NULL, serial_thread_main, &st), 0);
+    for (int i = 102; i <= 400; i++) {
+        snprintf(key, sizeof key, "after-%03d", i);
+        set(&a.fsm, (uint64_t)i, key, "v");
+        if (i % 50 == 0)
+            assert_int_equal(store_flush(a.store), 0);
+    }
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(st.rv, 0);
+    assert_int_equal(st.index, 100);
+
+    assert_int_equal(fsm_restore(&b.fsm, st.data, st.len), 0);
+    assert_int_equal(b.fsm.applied_index, 100);
+    assert_string_equal(get(b.store, "before-100", NULL), "v");
+    assert_null(get(b.store, "applied-only", NULL));
+    assert_null(get(b.store, "after-102", NULL));
+    set(&b.fsm, 101, "applied-only", "v");
+    assert_string_equal(get(b.store, "applied-only", NULL), "v");
+    raft_free(st.data);
+
+    /* One that is begun and not run ends cleanly, and a later one sees
+     * everything committed by then. */
+    assert_int_equal(fsm_serial_begin(&a.fsm, &st.serial), 0);
+    fsm_serial_cancel(&st.serial);
+    size_t len;
+    void *data = full(&a.fsm, &len);
+    assert_int_equal(fsm_restore(&b.fsm, data, len), 0);
+    assert_int_equal(b.fsm.applied_index, 400);
+    assert_string_equal(get(b.store, "after-400", NULL), "v");
+    raft_free(data);
+    side_close(&a);
+    side_close(&b);
+}
+
 /* The snapshot libraft keeps is a marker for the store: taking one flushes
  * the store's applied writes to disk; restoring it on the same node is a no-op, and
  * on a node whose store is behind it is refused (that store lost data). */
@@ -538,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_grows),
         cmocka_unit_test(test_marker_snapshot),
         cmocka_unit_test(test_snapshot_long_keys),
+        cmocka_unit_test(test_serialization_runs_beside_the_applies),
         cmocka_unit_test(test_cas_put_and_delete),
         cmocka_unit_test(test_txn_branches),
         cmocka_unit_test(test_fuzz_regressions),

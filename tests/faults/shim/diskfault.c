@@ -36,6 +36,14 @@
  *          (a bootstrap reopens it), and holding that would stop the loop.  Where the file system has no direct
  *          I/O (tmpfs, as in the fault tests) libraft submits from a worker
  *          thread, so the node keeps serving while its log is stuck.
+ *
+ * And one a disk that answers, but slowly, to reads:
+ *   scan   LMDB cursor steps (mdb_cursor_get); the only value is SLOW:
+ *          each step waits 1 ms.  LMDB reads its map through page faults,
+ *          which no system call shows, so a store on a cold, slow disk is
+ *          modelled where raftkv steps through it: a whole-store scan (a
+ *          follower's snapshot) of N keys takes N ms, on whatever thread
+ *          runs it.  Not tied to DISKFAULT_DIR: a mapping has no fd.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -57,6 +65,7 @@
 #define CTL_SIZE 256
 
 #define HANG (-1) /* configured("aio"): wait instead of failing */
+#define SLOW (-2) /* configured("scan"): go ahead, late */
 
 static const char *volatile ctl_map; /* NULL: no control file (no faults) */
 static char dir[4096];
@@ -87,6 +96,9 @@ DECLARE_REAL(int, fallocate, int, int, off_t, off_t)
 DECLARE_REAL(int, posix_fallocate, int, off_t, off_t)
 DECLARE_REAL(int, ftruncate, int, off_t)
 DECLARE_REAL(long, syscall, long, long, long, long, long, long, long)
+/* LMDB's types are pointers and an enum: declared here as such, so the shim
+ * builds without lmdb.h. */
+DECLARE_REAL(int, mdb_cursor_get, void *, void *, void *, int)
 
 __attribute__((constructor)) static void diskfault_init(void)
 {
@@ -135,6 +147,8 @@ static int configured(const char *class)
             return EDQUOT;
         if (strncmp(p, "HANG", 4) == 0)
             return HANG;
+        if (strncmp(p, "SLOW", 4) == 0)
+            return SLOW;
         return 0;
     }
     return 0;
@@ -406,4 +420,23 @@ long syscall(long number, ...)
         break;
     }
     return get_syscall()(number, a[0], a[1], a[2], a[3], a[4], a[5]);
+}
+
+/* While scan=SLOW, every LMDB cursor step waits 1 ms; the first one says so
+ * on stderr. */
+int mdb_cursor_get(void *cursor, void *key, void *data, int op)
+{
+    static int said;
+
+    if (configured("scan") == SLOW) {
+        struct timespec ts = {0, 1000 * 1000};
+        if (!said) {
+            static const char msg[] = "diskfault: slowing LMDB cursor steps "
+                                      "while scan=SLOW\n";
+            get_write()(2, msg, sizeof msg - 1);
+            said = 1;
+        }
+        nanosleep(&ts, NULL);
+    }
+    return get_mdb_cursor_get()(cursor, key, data, op);
 }
