@@ -72,7 +72,7 @@ static void serial_done(uv_work_t *work, int status)
     int rv = j->rv;
 
     (void)status; /* never cancelled */
-    if (rv == 0 && s->close_cb != NULL) {
+    if (rv == 0 && s->closing) {
         raft_free(j->data); /* nobody to send it to */
         rv = RAFT_CANCELED;
     }
@@ -133,6 +133,13 @@ static void get_done(struct raft_io_snapshot_get *req,
         cb(req, snap, status);
         return;
     }
+    if (s->closing) {
+        /* libraft's close waited for its own read of the file, and fires
+         * once this returns: nothing may outlive it. */
+        snapshot_destroy(snap);
+        cb(req, NULL, RAFT_CANCELED);
+        return;
+    }
     j = calloc(1, sizeof *j);
     if (j == NULL) {
         rv = RAFT_NOMEM;
@@ -175,6 +182,7 @@ static struct snapsend *snapsend_of(struct raft_io *io)
 static void wrapped_close(struct raft_io *io, raft_io_close_cb cb)
 {
     struct snapsend *s = snapsend_of(io);
+    s->closing = true;
     if (!queue_empty(&s->jobs)) {
         log_info("closing raft once the store's serialization for a "
                  "follower stops");
@@ -214,6 +222,7 @@ void snapsend_install(struct snapsend *s, struct raft_io *io, struct fsm *fsm,
     s->fsm = fsm;
     s->loop = loop;
     queue_init(&s->jobs);
+    s->closing = false;
     s->close_cb = NULL;
     s->snapshot_get = io->snapshot_get;
     s->close = io->close;

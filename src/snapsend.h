@@ -36,6 +36,7 @@ struct snapsend
     int (*snapshot_get)(struct raft_io *io, struct raft_io_snapshot_get *req,
                         raft_io_snapshot_get_cb cb);
     void (*close)(struct raft_io *io, raft_io_close_cb cb);
+    bool closing;              /* libraft asked to close the I/O */
     raft_io_close_cb close_cb; /* libraft's, while serializations run */
     struct queue jobs;         /* serializations on the thread pool */
     struct snapsend *next;     /* every instance of the process */
