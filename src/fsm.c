@@ -544,12 +544,21 @@ bool fsm_snapshot_is_marker(const void *data, size_t len)
     return len == SNAP_MARKER_LEN && memcmp(data, SNAP_MARKER_MAGIC, 8) == 0;
 }
 
+uint64_t fsm_snapshot_marker_index(const void *marker)
+{
+    return get_le64((const uint8_t *)marker + 8);
+}
+
 int fsm_serial_begin(struct fsm *f, struct fsm_serial *out)
 {
     int rv = store_txn_begin_detached(f->store, &out->txn);
     if (rv != 0) {
         log_error("snapshot: cannot read the store: %s", store_strerror(rv));
         return RAFT_IOERR;
+    }
+    if (!store_detached_wanted(&out->txn)) {
+        store_txn_abort(&out->txn);
+        return RAFT_BUSY;
     }
     out->cluster_id = f->cluster_id;
     atomic_init(&out->stop, false);
@@ -566,7 +575,7 @@ void fsm_serial_stop(struct fsm_serial *s)
     atomic_store_explicit(&s->stop, true, memory_order_relaxed);
 }
 
-/* Runs on a worker thread: it logs nothing, its caller does. */
+/* Runs on a worker thread: its caller logs the outcome. */
 int fsm_serial_run(struct fsm_serial *s, void **data, size_t *len,
                    uint64_t *index)
 {
@@ -581,6 +590,10 @@ int fsm_serial_run(struct fsm_serial *s, void **data, size_t *len,
     uint64_t applied, n_members, n_keys, seen = 0;
     int rv;
 
+    if (!store_detached_wanted(t)) {
+        store_txn_abort(t);
+        return RAFT_BUSY;
+    }
     /* The index and the counts come from the same LMDB snapshot as the
      * data: the applied index is committed with the writes it names. */
     if ((rv = store_meta_get(t, META_APPLIED, &applied)) != 0 ||
@@ -615,13 +628,18 @@ int fsm_serial_run(struct fsm_serial *s, void **data, size_t *len,
         snap_varint(&w, rec.mod_index);
         snap_varint(&w, rec.version);
         snap_bytes(&w, rec.value, rec.value_len);
-        /* A node that stops should not wait for millions of keys. */
+        /* A node that stops should not wait for millions of keys, nor
+         * a commit that needs the map to grow. */
         if (++seen % 1024 == 0 &&
-            atomic_load_explicit(&s->stop, memory_order_relaxed)) {
+            (atomic_load_explicit(&s->stop, memory_order_relaxed) ||
+             !store_detached_wanted(t))) {
+            rv = atomic_load_explicit(&s->stop, memory_order_relaxed)
+                     ? RAFT_CANCELED
+                     : RAFT_BUSY;
             store_cursor_close(&c);
             store_txn_abort(t);
             raft_free(w.buf);
-            return RAFT_CANCELED;
+            return rv;
         }
     }
     store_cursor_close(&c);

@@ -129,6 +129,11 @@ void fsm_snapshot_free(struct raft_buffer *bufs, unsigned n);
 /* Whether @data/@len is such a marker. */
 bool fsm_snapshot_is_marker(const void *data, size_t len);
 
+/* The applied index a marker stands for: the last command the store held,
+ * synced, when it was taken.  libraft's own index for the snapshot may be
+ * higher (configuration entries and barriers never reach the store). */
+uint64_t fsm_snapshot_marker_index(const void *marker);
+
 /* The whole store serialized into one buffer: what a follower that is too
  * far behind receives instead of a marker (snapsend.h).  It takes ~0.3 s
  * per million 100-byte keys, so it runs on a worker thread while the loop
@@ -147,12 +152,15 @@ struct fsm_serial
     atomic_bool stop;
 };
 
-/* Errors: RAFT_IOERR (the store could not be read; logged). */
+/* Errors: RAFT_IOERR (the store could not be read; logged), RAFT_BUSY (as
+ * below). */
 int fsm_serial_begin(struct fsm *f, struct fsm_serial *s);
 
 /* Into one raft_malloc'ed buffer (*data, *len), which holds the state as of
- * log index *index.  Logs nothing.  Errors: RAFT_NOMEM, RAFT_IOERR,
- * RAFT_CANCELED (fsm_serial_stop). */
+ * log index *index.  Logs only what the store logs of an LMDB failure (one
+ * line each).  Errors: RAFT_NOMEM, RAFT_IOERR, RAFT_CANCELED
+ * (fsm_serial_stop), RAFT_BUSY (the store's map must grow first:
+ * store_detached_wanted; try again later). */
 int fsm_serial_run(struct fsm_serial *s, void **data, size_t *len,
                    uint64_t *index);
 

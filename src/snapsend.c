@@ -51,6 +51,7 @@ struct serial_job
     struct raft_io_snapshot_get *req;
     raft_io_snapshot_get_cb cb;
     struct raft_snapshot *snap; /* libraft's, holding the marker */
+    uint64_t marker_index;      /* what the marker stands for */
     struct fsm_serial serial;
     void *data;
     size_t len;
@@ -76,13 +77,15 @@ static void serial_done(uv_work_t *work, int status)
         raft_free(j->data); /* nobody to send it to */
         rv = RAFT_CANCELED;
     }
-    if (rv == 0 && j->index < snap->index) {
+    if (rv == 0 && j->index < j->marker_index) {
         /* The follower would take it for the state at snap->index and
-         * never apply the entries in between. */
-        log_error("the store holds index %llu, behind the snapshot at %llu: "
+         * never apply the commands in between.  (snap->index itself may be
+         * past both: libraft counts configuration entries and barriers,
+         * which never reach the store.) */
+        log_error("the store holds index %llu, behind the snapshot's %llu: "
                   "not sending it",
                   (unsigned long long)j->index,
-                  (unsigned long long)snap->index);
+                  (unsigned long long)j->marker_index);
         raft_free(j->data);
         rv = RAFT_IOERR;
     }
@@ -90,6 +93,9 @@ static void serial_done(uv_work_t *work, int status)
         if (rv == RAFT_CANCELED)
             log_info("stopped serializing the store for a follower: raft "
                      "is closing");
+        else if (rv == RAFT_BUSY)
+            log_info("stopped serializing the store for a follower: the "
+                     "store's map must grow first; libraft will ask again");
         else
             log_error("cannot serialize the store for a follower: %s",
                       raft_strerror(rv));
@@ -107,10 +113,9 @@ static void serial_done(uv_work_t *work, int status)
     }
     queue_remove(&j->link);
     free(j);
-    if (queue_empty(&s->jobs) && s->close_cb != NULL) {
-        raft_io_close_cb cb = s->close_cb;
-        s->close_cb = NULL;
-        s->close(s->io, cb);
+    if (queue_empty(&s->jobs) && s->close_deferred) {
+        s->close_deferred = false;
+        s->close(s->io, s->close_cb);
     }
 }
 
@@ -149,6 +154,7 @@ static void get_done(struct raft_io_snapshot_get *req,
     j->req = req;
     j->cb = cb;
     j->snap = snap;
+    j->marker_index = fsm_snapshot_marker_index(snap->bufs[0].base);
     j->work.data = j;
     if ((rv = fsm_serial_begin(s->fsm, &j->serial)) != 0)
         goto err_job;
@@ -165,8 +171,12 @@ static void get_done(struct raft_io_snapshot_get *req,
 err_job:
     free(j);
 err:
-    log_error("cannot serialize the store for a follower: %s",
-              raft_strerror(rv));
+    if (rv == RAFT_BUSY)
+        log_info("not serializing the store for a follower now: the "
+                 "store's map must grow first");
+    else
+        log_error("cannot serialize the store for a follower: %s",
+                  raft_strerror(rv));
     snapshot_destroy(snap);
     cb(req, NULL, rv);
 }
@@ -189,6 +199,7 @@ static void wrapped_close(struct raft_io *io, raft_io_close_cb cb)
         for (struct queue *q = s->jobs.next; q != &s->jobs; q = q->next)
             fsm_serial_stop(&queue_data(q, struct serial_job, link)->serial);
         s->close_cb = cb;
+        s->close_deferred = true;
         return;
     }
     s->close(io, cb);
@@ -223,6 +234,7 @@ void snapsend_install(struct snapsend *s, struct raft_io *io, struct fsm *fsm,
     s->loop = loop;
     queue_init(&s->jobs);
     s->closing = false;
+    s->close_deferred = false;
     s->close_cb = NULL;
     s->snapshot_get = io->snapshot_get;
     s->close = io->close;

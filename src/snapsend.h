@@ -37,7 +37,8 @@ struct snapsend
                         raft_io_snapshot_get_cb cb);
     void (*close)(struct raft_io *io, raft_io_close_cb cb);
     bool closing;              /* libraft asked to close the I/O */
-    raft_io_close_cb close_cb; /* libraft's, while serializations run */
+    bool close_deferred;       /* ...while serializations ran */
+    raft_io_close_cb close_cb; /* libraft's, held meanwhile */
     struct queue jobs;         /* serializations on the thread pool */
     struct snapsend *next;     /* every instance of the process */
 };

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include <openssl/evp.h>
 
@@ -71,7 +72,9 @@ struct store
     /* Detached read transactions open (store_txn_begin_detached): while
      * there are any, the map may not move, so growing it waits. */
     unsigned detached;
-    bool grow_waits; /* a full map waits for the detached readers */
+    /* A full map waits for the detached readers (written under @mu; read
+     * without it by store_detached_wanted). */
+    atomic_bool grow_waits;
     void (*notify)(void *arg); /* from the writer or a detached reader */
     void *notify_arg;
     void (*fatal)(void *arg, const char *what);
@@ -224,10 +227,15 @@ static void store_fail(struct store *s, int rc, const char *what)
         s->fatal(s->fatal_arg, "cannot commit applied entries to the store");
 }
 
-static bool detached_open(struct store *s)
+/* Whether a detached reader is open.  If one is and @waits, the caller
+ * keeps a commit for later: it is marked under the same lock, so the last
+ * reader to end (detached_end) cannot miss it. */
+static bool detached_open(struct store *s, bool waits)
 {
     pthread_mutex_lock(&s->mu);
     bool open = s->detached > 0;
+    if (open && waits)
+        s->grow_waits = true;
     pthread_mutex_unlock(&s->mu);
     return open;
 }
@@ -237,14 +245,14 @@ static bool detached_open(struct store *s)
  * MAP_LATER, changing nothing, while a detached reader (on another thread)
  * still uses the map. */
 #define MAP_LATER 1
-static int map_grow(struct store *s)
+static int map_grow(struct store *s, bool for_commit)
 {
     size_t next = s->map_size * 2;
     int rc;
 
     if (next > STORE_MAP_CEILING)
         return STORE_EFULL;
-    if (detached_open(s))
+    if (detached_open(s, for_commit))
         return MAP_LATER;
     mdb_txn_reset(s->rtxn);
     rc = mdb_env_set_mapsize(s->env, next);
@@ -274,13 +282,13 @@ static void reap(struct store *s)
     s->wstate = W_IDLE;
     s->grow_waits = false;
     pthread_mutex_unlock(&s->mu);
-    int grown = rc == MDB_MAP_FULL ? map_grow(s) : -1;
+    int grown = rc == MDB_MAP_FULL ? map_grow(s, true) : -1;
     if (grown == MAP_LATER) {
-        /* Keep the commit for when the last detached reader ends; it
-         * notifies, and the next store_poll comes back here. */
+        /* Keep the commit (grow_waits is set) for when the last detached
+         * reader ends; it notifies, and the next store_poll comes back
+         * here. */
         pthread_mutex_lock(&s->mu);
         s->wstate = W_DONE;
-        s->grow_waits = true;
         pthread_mutex_unlock(&s->mu);
         return;
     }
@@ -428,7 +436,7 @@ static int headroom(struct store *s, uint64_t pending)
         uint64_t used = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
         if (used + 4 * pending < info.me_mapsize / 4 * 3)
             return 0;
-        int rc = map_grow(s);
+        int rc = map_grow(s, false);
         if (rc == MAP_LATER)
             return 0; /* not now: the writer grows it if it must */
         if (rc != 0)
@@ -594,6 +602,11 @@ int store_txn_commit(struct store_txn *t)
     }
     t->txn = NULL;
     return 0;
+}
+
+bool store_detached_wanted(const struct store_txn *t)
+{
+    return !atomic_load(&t->store->grow_waits);
 }
 
 int store_txn_begin_detached(struct store *s, struct store_txn *t)

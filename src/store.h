@@ -110,8 +110,10 @@ bool store_commit_start(struct store *s);
  * (see store_set_fatal).  Cheap when there is nothing to take in. */
 void store_poll(struct store *s);
 
-/* Called on the writer thread when a commit ends, so that the loop thread
- * can wake up and call store_poll (uv_async_send is safe to call). */
+/* Called on the writer thread when a commit ends, and on a detached
+ * reader's thread when the last one ends while a commit waits for it, so
+ * that the loop thread can wake up and call store_poll (uv_async_send is
+ * safe to call). */
 void store_set_notify(struct store *s, void (*notify)(void *arg), void *arg);
 
 /* Commit every applied write and wait for it.  No write transaction may be
@@ -162,6 +164,12 @@ int store_txn_begin(struct store *s, bool write, struct store_txn *t);
  * (a follower's snapshot) that must not hold up the loop.
  * Errors: STORE_EIO. */
 int store_txn_begin_detached(struct store *s, struct store_txn *t);
+
+/* Any thread: false once a commit waits for the detached readers to end
+ * (the map is full and must grow), until the map has grown.  A long scan
+ * should then give up, and no new one begin: the loop thread may be about
+ * to wait for the commit, and with it for every detached reader. */
+bool store_detached_wanted(const struct store_txn *t);
 
 /* Commit a transaction (a read transaction is simply ended): its writes
  * wait in the overlay for the next commit to LMDB.  Returns 0. */

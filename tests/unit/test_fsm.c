@@ -3,11 +3,13 @@
 #include <setjmp.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -391,6 +393,62 @@ static void test_serialization_runs_beside_the_applies(void **state)
     side_close(&b);
 }
 
+static atomic_int woken;
+
+static void wake(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&woken, 1);
+}
+
+/* A commit that finds the map full waits for the detached readers, and the
+ * loop may have to wait for that commit: so a serialization gives up
+ * (RAFT_BUSY) once a commit waits, and none begins until the map has grown.
+ * libraft asks again later, and then one runs.  400 x 4 KiB into the 1 MiB
+ * map. */
+static void test_a_serialization_gives_way_to_a_growing_map(void **state)
+{
+    (void)state;
+    struct side a;
+    struct fsm_serial s1, s2;
+    void *data = NULL;
+    size_t len;
+    uint64_t index;
+    char key[16], *value = malloc(4097);
+
+    memset(value, 'v', 4096);
+    value[4096] = '\0';
+    side_open(&a);
+    set(&a.fsm, 1, "first", "v");
+    assert_int_equal(store_flush(a.store), 0);
+    atomic_store(&woken, 0);
+    store_set_notify(a.store, wake, NULL);
+    assert_int_equal(fsm_serial_begin(&a.fsm, &s1), 0);
+    for (int i = 0; i < 400; i++) {
+        snprintf(key, sizeof key, "big-%03d", i);
+        set(&a.fsm, (uint64_t)i + 2, key, value);
+    }
+    assert_true(store_commit_start(a.store));
+    for (int i = 0; i < 10000 && atomic_load(&woken) == 0; i++)
+        usleep(1000); /* the writer finds the map full (deadline 10 s) */
+    assert_int_equal(atomic_load(&woken), 1);
+    store_poll(a.store); /* the commit now waits for s1 */
+
+    assert_int_equal(fsm_serial_run(&s1, &data, &len, &index), RAFT_BUSY);
+    assert_null(data);
+    assert_int_equal(atomic_load(&woken), 2); /* s1 ended: wake the loop */
+    assert_int_equal(fsm_serial_begin(&a.fsm, &s2), RAFT_BUSY);
+    store_poll(a.store); /* the map grows; the commit goes again */
+    assert_int_equal(store_flush(a.store), 0);
+    assert_int_equal(fsm_serial_begin(&a.fsm, &s2), 0);
+    assert_int_equal(fsm_serial_run(&s2, &data, &len, &index), 0);
+    assert_int_equal(index, 401);
+    raft_free(data);
+    store_set_notify(a.store, NULL, NULL);
+    side_close(&a);
+    free(value);
+}
+
 /* The snapshot libraft keeps is a marker for the store: taking one flushes
  * the store's applied writes to disk; restoring it on the same node is a no-op, and
  * on a node whose store is behind it is refused (that store lost data). */
@@ -612,6 +670,7 @@ int main(void)
         cmocka_unit_test(test_marker_snapshot),
         cmocka_unit_test(test_snapshot_long_keys),
         cmocka_unit_test(test_serialization_runs_beside_the_applies),
+        cmocka_unit_test(test_a_serialization_gives_way_to_a_growing_map),
         cmocka_unit_test(test_cas_put_and_delete),
         cmocka_unit_test(test_txn_branches),
         cmocka_unit_test(test_fuzz_regressions),
