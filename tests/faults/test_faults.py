@@ -371,6 +371,16 @@ def _three_of_four_with_a_snapshot(cluster, keys):
             pad += 1
 
 
+def _n4_joins_under(cluster, node, fault, text, what):
+    """Switch `fault` on at `node`, start n4 joining n1, and wait until
+    `node` logs `text`."""
+    n1, n4 = cluster.nodes[0], cluster.nodes[3]
+    node.set_disk_fault(fault)
+    n4.join = n1.http_addr
+    n4.spawn()
+    db.wait_for(lambda: text in node.log_text(since_start=True), 30, what)
+
+
 def test_a_join_waits_out_a_slow_snapshot_install(raftkv_bin, shim, run_dir):
     """n4 joins a cluster whose log has been cut by a snapshot, so it must
     be sent one; the shim holds n4's write of the snapshot file (snap=HANG)
@@ -382,12 +392,8 @@ def test_a_join_waits_out_a_slow_snapshot_install(raftkv_bin, shim, run_dir):
     with _disk_fault_cluster(run_dir, raftkv_bin, shim, size=4, start=False) as cluster:
         n1, n2, n3, n4 = cluster.nodes
         _three_of_four_with_a_snapshot(cluster, 400)
-
-        n4.set_disk_fault("snap=HANG")
-        n4.join = n1.http_addr
-        n4.spawn()
-        db.wait_for(lambda: "while snap=HANG" in n4.log_text(since_start=True), 30,
-                    "the shim holding n4's snapshot")
+        _n4_joins_under(cluster, n4, "snap=HANG", "while snap=HANG",
+                        "the shim holding n4's snapshot")
         held = time.monotonic()
         # Longer than the no-progress limit, polled: the join must not give up.
         while time.monotonic() - held < 13.0:
@@ -416,11 +422,8 @@ def test_a_leader_keeps_leading_while_it_serializes_a_snapshot(raftkv_bin, shim,
         before = n1.status()
         assert before["role"] == "leader", before
 
-        n1.set_disk_fault("scan=SLOW")
-        n4.join = n1.http_addr
-        n4.spawn()
-        db.wait_for(lambda: "serializing the store for a follower" in
-                    n1.log_text(since_start=True), 30, "n1 serializing its store for n4")
+        _n4_joins_under(cluster, n1, "scan=SLOW", "serializing the store for a follower",
+                        "n1 serializing its store for n4")
         started = time.monotonic()
         writes = 0
         while "sending a follower the store" not in n1.log_text(since_start=True):
@@ -457,11 +460,8 @@ def test_a_leader_stopped_while_it_serializes_a_snapshot_exits(raftkv_bin, shim,
     with _disk_fault_cluster(run_dir, raftkv_bin, shim, size=4, start=False) as cluster:
         n1, n2, n3, n4 = cluster.nodes
         _three_of_four_with_a_snapshot(cluster, 30000)
-        n1.set_disk_fault("scan=SLOW")
-        n4.join = n1.http_addr
-        n4.spawn()
-        db.wait_for(lambda: "serializing the store for a follower" in
-                    n1.log_text(since_start=True), 30, "n1 serializing its store for n4")
+        _n4_joins_under(cluster, n1, "scan=SLOW", "serializing the store for a follower",
+                        "n1 serializing its store for n4")
         started = time.monotonic()
         code, problem = n1.stop()
         took = time.monotonic() - started
