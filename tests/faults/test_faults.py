@@ -527,6 +527,19 @@ def test_a_follower_whose_log_write_hangs_relays_its_linearizable_reads(raftkv_b
         _every_node_holds(cluster, leader.status()["commit_index"], {}, 30)
 
 
+def _write_held_by_the_shim(node, key, value, timeout, what):
+    """Hang `node`'s log writes (aio=HANG), PUT `key` to it from a thread,
+    and wait until the shim holds the write.  Returns the thread and the
+    list its answer will land in."""
+    node.set_disk_fault("aio=HANG")
+    answers = []
+    writer = threading.Thread(target=lambda: answers.append(client.request(
+        node.http_addr, "PUT", "/v1/kv/" + key, value, timeout=timeout)), daemon=True)
+    writer.start()
+    db.wait_for(lambda: "while aio=HANG" in node.log_text(since_start=True), 10, what)
+    return writer, answers
+
+
 def test_a_node_stopped_while_it_bootstraps_exits(raftkv_bin, shim, run_dir):
     """A pristine node's first write makes it bootstrap: it closes Raft,
     reopens it as a one-node cluster and proposes its first entry, whose log
@@ -537,13 +550,8 @@ def test_a_node_stopped_while_it_bootstraps_exits(raftkv_bin, shim, run_dir):
     with _disk_fault_cluster(run_dir, raftkv_bin, shim, size=1, start=False) as cluster:
         n = cluster.nodes[0]
         n.start()
-        n.set_disk_fault("aio=HANG")
-        answers = []
-        writer = threading.Thread(target=lambda: answers.append(client.request(
-            n.http_addr, "PUT", "/v1/kv/first", b"v", timeout=30.0)), daemon=True)
-        writer.start()
-        db.wait_for(lambda: "while aio=HANG" in n.log_text(since_start=True), 10,
-                    "the shim holding the first entry's log write")
+        writer, answers = _write_held_by_the_shim(
+            n, "first", b"v", 30.0, "the shim holding the first entry's log write")
         n.current.expected = "stopped by the test"
         n.proc.send_signal(signal.SIGTERM)
         db.wait_for(lambda: "SIGTERM: shutting down" in n.log_text(since_start=True), 10,
@@ -579,13 +587,8 @@ def test_a_bootstrapping_node_refuses_another_clusters_leader(raftkv_bin, shim, 
         n2.start()
         a = client.request(n1.http_addr, "PUT", "/v1/kv/one", b"1", timeout=10.0)
         assert a.status == 200, a
-        n2.set_disk_fault("aio=HANG")
-        answers = []
-        writer = threading.Thread(target=lambda: answers.append(client.request(
-            n2.http_addr, "PUT", "/v1/kv/two", b"2", timeout=60.0)), daemon=True)
-        writer.start()
-        db.wait_for(lambda: "while aio=HANG" in n2.log_text(since_start=True), 10,
-                    "the shim holding n2's first entry")
+        writer, answers = _write_held_by_the_shim(n2, "two", b"2", 60.0,
+                                                  "the shim holding n2's first entry")
         body = json.dumps({"id": n2.name, "raft_addr": n2.raft_addr,
                            "http_addr": n2.http_addr}).encode()
         join = client.request(n1.http_addr, "POST", "/v1/cluster/members", body,
