@@ -292,6 +292,17 @@ def test_cas_create_race(kv):
     assert got == ("racer-%d" % winners[0]).encode() and m == meta(win), (got, m, win)
 
 
+def _run_clients(fn, n, who):
+    """fn(0) .. fn(n - 1) on n threads at once; all must end within 120 s
+    (scaled)."""
+    threads = [threading.Thread(target=fn, args=(t,), daemon=True) for t in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(scaled(120))
+    assert not any(t.is_alive() for t in threads), "%s still running after 120 s" % who
+
+
 def test_cas_counter_16_concurrent_clients(kv):
     """16 clients, spread over the three nodes, each loop (a bounded 12 times):
     read the counter (?format=json) and PUT value+1 with cas=mod_index.  Every
@@ -330,12 +341,7 @@ def test_cas_counter_16_concurrent_clients(kv):
                 else:
                     unexpected.append(("PUT cas=%d" % cas, node.name, r))
 
-    threads = [threading.Thread(target=client, args=(t,), daemon=True) for t in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(scaled(120))
-    assert not any(t.is_alive() for t in threads), "CAS clients still running after 120 s"
+    _run_clients(client, clients, "CAS clients")
     print("%d successful CAS writes, %d conflicts" % (len(wins), len(conflicts)))
     assert not unexpected, "%d unexpected answers, e.g. %r" % (len(unexpected), unexpected[:5])
     assert len(wins) + len(conflicts) == clients * attempts
@@ -438,12 +444,7 @@ def test_concurrent_writes_of_one_key_each_get_their_own_mod_index(kv):
                 else:
                     problems.append(r)
 
-    threads = [threading.Thread(target=client, args=(t,), daemon=True) for t in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(scaled(120))
-    assert not any(t.is_alive() for t in threads), "writers still running after 120 s"
+    _run_clients(client, clients, "writers")
     assert not problems, problems[:5]
     indexes = sorted(m for m, _ in answers)
     shared = sorted({m for m in indexes if indexes.count(m) > 1})
